@@ -1,0 +1,3 @@
+from gpu_conformance.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,213 @@
+"""The `gpu-conformance` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from gpu_conformance import __version__
+from gpu_conformance.errors import ConfigError, ExitCode, GpuConformanceError
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+PROJECT_ROOT = SUITES_DIR.parent
+
+EXIT_CODES_HELP = """exit codes:
+  0  every check passed
+  1  conformance failure: at least one check failed
+  2  usage or configuration error (bad arguments, kubeconfig, scenario; no checks selected)
+  3  cluster unreachable or infrastructure error (the suite could not decide)
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gpu-conformance", description="Conformance suite for Kubernetes clusters with NVIDIA GPUs.",
+                                epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"gpu-conformance {__version__}")
+    p.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the conformance suite against a cluster",
+                         description="Run suites/ against a cluster; extra arguments go to pytest (e.g. -k, -n auto).",
+                         epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--kubeconfig", help="kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config)")
+    run.add_argument("--context", help="kubeconfig context (default: current-context)")
+    run.add_argument("--report-dir", default="reports", help="where reports are written (default: reports/)")
+    run.add_argument("--gpu-node-selector", help="label selector limiting which nodes are considered")
+    run.add_argument("--workload-timeout", type=float, help="seconds a workload pod may take to finish (default 300)")
+    run.add_argument("--image", action="append", default=[], metavar="WORKLOAD=IMAGE", help="override a workload image")
+
+    sim = sub.add_parser("sim", help="the simulated GPU cluster (real control plane, kwok nodes)")
+    sim.add_argument("--state-dir", type=Path, help="state directory (default: $GPU_CONFORMANCE_SIM_DIR or ~/.local/state/gpu-conformance/sim)")
+    simsub = sim.add_subparsers(dest="sim_command", required=True, metavar="SIM_COMMAND")
+    up = simsub.add_parser("up", help="start the simulated cluster (idempotent)")
+    up.add_argument("--scenario", action="append", default=[], metavar="FILE_OR_NAME",
+                    help="scenario file or bundled scenario name (repeatable; default: healthy)")
+    up.add_argument("--kubeconfig-out", type=Path, help="also copy the admin kubeconfig here")
+    simsub.add_parser("down", help="stop every process the simulated cluster started and remove its state")
+    simsub.add_parser("status", help="print the simulated cluster's state as JSON")
+    simsub.add_parser("build", help="build (or find) the control-plane binaries and cache them")
+    simsub.add_parser("scenarios", help="list the bundled scenarios")
+
+    clean = sub.add_parser("cleanup", help="delete namespaces left behind by earlier runs (by label)")
+    clean.add_argument("--kubeconfig")
+    clean.add_argument("--context")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        if args.command == "run":
+            return _run(args, extra)
+        if args.command == "sim":
+            return _sim(args)
+        if args.command == "cleanup":
+            return _cleanup(args)
+        parser.error(f"unknown command {args.command}")
+    except GpuConformanceError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"gpu-conformance: error: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("gpu-conformance: interrupted", file=sys.stderr)
+        return int(ExitCode.INFRASTRUCTURE)
+    except Exception as exc:  # the last line of defence: one line, no traceback unless --debug
+        if args.debug:
+            traceback.print_exc()
+        print(f"gpu-conformance: error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
+        return int(ExitCode.INFRASTRUCTURE)
+    return 0
+
+
+def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
+    # A cancelled CI job sends SIGTERM: unwind like Ctrl-C so fixtures clean up.
+    raise KeyboardInterrupt
+
+
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    import pytest
+
+    from gpu_conformance.cluster import connect, resolve_target
+
+    if not SUITES_DIR.is_dir():
+        raise ConfigError(f"suites directory not found at {SUITES_DIR}; run from a gpu-conformance checkout (pip install -e .)")
+    target = resolve_target(args.kubeconfig, args.context)
+    connect(target)  # fail fast with one line when the cluster is unreachable
+    report_dir = Path(args.report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    allure_dir = report_dir / "allure-results"
+    if allure_dir.exists():
+        shutil.rmtree(allure_dir)  # results of an earlier run would be merged into this one
+    summary = report_dir / "summary.json"
+    summary.unlink(missing_ok=True)
+    pytest_args = [
+        str(SUITES_DIR), f"--rootdir={PROJECT_ROOT}", "-c", str(PROJECT_ROOT / "pyproject.toml"),
+        f"--kubeconfig={target.kubeconfig}", f"--junitxml={report_dir / 'junit.xml'}",
+        f"--html={report_dir / 'report.html'}", "--self-contained-html", f"--alluredir={allure_dir}",
+        f"--summary-json={summary}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio", "--tb=short",
+    ]
+    if target.context:
+        pytest_args.append(f"--context={target.context}")
+    if args.gpu_node_selector:
+        pytest_args.append(f"--gpu-node-selector={args.gpu_node_selector}")
+    if args.workload_timeout:
+        pytest_args.append(f"--workload-timeout={args.workload_timeout}")
+    pytest_args += [f"--image={i}" for i in args.image]
+    if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or (a.startswith("-n") and a[2:].isdigit()) for a in extra) \
+            and not any(a.startswith("--dist") for a in extra):
+        pytest_args.append("--dist=loadfile")  # per-node workload runs are module-scoped: keep a module on one worker
+    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    try:
+        code = int(pytest.main(pytest_args + extra))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return _verdict(code, summary, report_dir)
+
+
+def _verdict(pytest_code: int, summary: Path, report_dir: Path) -> int:
+    if pytest_code == pytest_exit("NO_TESTS_COLLECTED"):
+        print("gpu-conformance: error: no checks selected (check -k/-m and the suite path)", file=sys.stderr)
+        return int(ExitCode.USAGE)
+    if pytest_code == pytest_exit("USAGE_ERROR"):
+        return int(ExitCode.USAGE)
+    if not summary.is_file():
+        print(f"gpu-conformance: error: the run did not complete (pytest exit {pytest_code})", file=sys.stderr)
+        return int(ExitCode.INFRASTRUCTURE)
+    doc = json.loads(summary.read_text())
+    totals = doc["totals"]
+    print("\n== gpu-conformance: " + ", ".join(f"{totals[k]} {k}" for k in ("passed", "failed", "error", "skipped")))
+    for r in doc["results"]:
+        if r["status"] in ("failed", "error"):
+            print(f"   {r['status'].upper():6} {r['id']} {r['node'] or ''}".rstrip())
+    print(f"   reports: {report_dir}/ (report.html, junit.xml, allure-results/, summary.json)")
+    if pytest_code == pytest_exit("INTERRUPTED"):
+        return int(ExitCode.INFRASTRUCTURE)
+    if totals["failed"]:
+        return int(ExitCode.CONFORMANCE_FAILURE)
+    if totals["error"] or pytest_code not in (0, 1):
+        return int(ExitCode.INFRASTRUCTURE)
+    if pytest_code == 1:  # failures outside any requirement (should not happen): never report a pass
+        return int(ExitCode.CONFORMANCE_FAILURE)
+    return int(ExitCode.PASSED)
+
+
+def pytest_exit(name: str) -> int:
+    import pytest
+
+    return int(getattr(pytest.ExitCode, name))
+
+
+def _sim(args: argparse.Namespace) -> int:
+    from gpu_conformance.sim import binaries, scenario
+    from gpu_conformance.sim.control_plane import SimCluster
+
+    sim = SimCluster(args.state_dir)
+    if args.sim_command == "up":
+        names = args.scenario or [None]
+        scenarios = []
+        for name in names:
+            path = scenario.resolve(name)
+            if not path.is_file():
+                raise ConfigError(f"scenario {name!r}: no such file or bundled scenario (bundled: {', '.join(scenario.bundled())})")
+            scenarios.append(scenario.load(path))
+        sim.up(scenarios, args.kubeconfig_out)
+        return 0
+    if args.sim_command == "down":
+        sim.down()
+        return 0
+    if args.sim_command == "status":
+        st = sim.status()
+        print(json.dumps(st, indent=2))
+        return 0 if st["up"] else int(ExitCode.INFRASTRUCTURE)
+    if args.sim_command == "build":
+        binaries.ensure()
+        for name, path in binaries.ensure(allow_build=False).paths.items():
+            print(f"{name}: {path}")
+        return 0
+    if args.sim_command == "scenarios":
+        for name in scenario.bundled():
+            sc = scenario.load(scenario.resolve(name))
+            print(f"{name}: {sc.description}")
+        return 0
+    raise ConfigError(f"unknown sim command {args.sim_command}")
+
+
+def _cleanup(args: argparse.Namespace) -> int:
+    from gpu_conformance import runner
+    from gpu_conformance.cluster import connect, resolve_target
+
+    api = connect(resolve_target(args.kubeconfig, args.context))
+    names = runner.delete_run_namespaces(api)
+    print(f"deleted {len(names)} namespace(s) created by gpu-conformance" + (f": {', '.join(names)}" if names else ""))
+    return 0

@@ -1,0 +1,58 @@
+"""Session facts about the target cluster, computed once and shared across xdist workers."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import kr8s
+from filelock import FileLock
+
+from gpu_conformance.cluster import NodeFacts, TaintFact, list_nodes, server_version
+
+
+@dataclass(frozen=True)
+class ClusterFacts:
+    """Read-only facts every check can rely on: server version and nodes."""
+
+    server_version: str
+    nodes: tuple[NodeFacts, ...]
+    node_selector: str | None
+
+    @property
+    def gpu_nodes(self) -> tuple[NodeFacts, ...]:
+        return tuple(n for n in self.nodes if n.is_gpu_node)
+
+    def node(self, name: str) -> NodeFacts:
+        return next(n for n in self.nodes if n.name == name)
+
+
+def gather(api: kr8s.Api, node_selector: str | None) -> ClusterFacts:
+    """Ask the cluster once."""
+    return ClusterFacts(server_version(api), tuple(list_nodes(api, node_selector)), node_selector)
+
+
+def _to_json(facts: ClusterFacts) -> str:
+    return json.dumps(asdict(facts))
+
+
+def _from_json(text: str) -> ClusterFacts:
+    data = json.loads(text)
+    nodes = tuple(
+        NodeFacts(**{**n, "taints": tuple(TaintFact(**t) for t in n["taints"])}) for n in data["nodes"]
+    )
+    return ClusterFacts(data["server_version"], nodes, data["node_selector"])
+
+
+def shared(api: kr8s.Api, node_selector: str | None, cache: Path | None) -> ClusterFacts:
+    """Facts gathered by the first process of a run and read from `cache` by the others."""
+    if cache is None:
+        return gather(api, node_selector)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(cache) + ".lock"):
+        if cache.is_file():
+            return _from_json(cache.read_text())
+        facts = gather(api, node_selector)
+        cache.write_text(_to_json(facts))
+        return facts

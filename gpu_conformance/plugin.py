@@ -1,0 +1,251 @@
+"""The pytest plugin: options, the `requirement` marker, per-node parameters, cluster session and summary.json."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import kr8s
+import pytest
+
+from gpu_conformance import __version__, catalogue, facts, runner
+from gpu_conformance.catalogue import Requirement
+from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
+from gpu_conformance.errors import GpuConformanceError
+from gpu_conformance.summary import Result, outcome_of, write_summary
+
+NO_GPU_NODES = "no-gpu-nodes"
+DEFAULT_WORKLOAD_TIMEOUT_S = 300.0  # image pulls on a real cluster can take minutes
+
+
+@dataclass
+class Session:
+    """Per-process state of a run against one cluster (lives in config.stash)."""
+
+    target: Target | None
+    node_selector: str | None
+    workload_timeout: float
+    images: dict[str, str]
+    run_id: str
+    facts_cache: Path | None
+    _api: kr8s.Api | None = None
+    _facts: facts.ClusterFacts | None = None
+    results: list[Result] = field(default_factory=list)
+
+    @property
+    def api(self) -> kr8s.Api:
+        if self.target is None:
+            raise pytest.UsageError("no cluster given: pass --kubeconfig (or set KUBECONFIG)")
+        if self._api is None:
+            self._api = connect(self.target)
+        return self._api
+
+    @property
+    def facts(self) -> facts.ClusterFacts:
+        if self._facts is None:
+            self._facts = facts.shared(self.api, self.node_selector, self.facts_cache)
+        return self._facts
+
+
+SESSION_KEY = pytest.StashKey[Session]()
+STARTED_KEY = pytest.StashKey[dt.datetime]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("gpu-conformance", "GPU conformance suite")
+    group.addoption("--kubeconfig", help="kubeconfig of the cluster under test (default: $KUBECONFIG, ~/.kube/config)")
+    group.addoption("--context", help="kubeconfig context to use (default: current-context)")
+    group.addoption("--gpu-node-selector", help="label selector limiting which nodes are considered, e.g. pool=gpu")
+    group.addoption("--workload-timeout", type=float, default=DEFAULT_WORKLOAD_TIMEOUT_S,
+                    help=f"seconds a workload pod may take to finish (default {DEFAULT_WORKLOAD_TIMEOUT_S:.0f})")
+    group.addoption("--image", action="append", default=[], metavar="WORKLOAD=IMAGE",
+                    help="override a workload image, e.g. vector-add=registry.local/cuda-sample:vectoradd")
+    group.addoption("--summary-json", help="write summary.json (one entry per check result) to this path")
+    group.addoption("--run-id", help="label value marking everything this run creates (default: random)")
+
+
+def _uses_suite(config: pytest.Config) -> bool:
+    return bool(config.getoption("kubeconfig") or config.getoption("summary_json"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "requirement(id): the catalogue requirement a check verifies (exactly one per check)")
+    images: dict[str, str] = {}
+    for item in config.getoption("image"):
+        workload, sep, image = item.partition("=")
+        if not sep or not workload or not image:
+            raise pytest.UsageError(f"--image expects WORKLOAD=IMAGE, got {item!r}")
+        images[workload] = image
+    timeout = config.getoption("workload_timeout")
+    if timeout <= 0:
+        raise pytest.UsageError("--workload-timeout must be positive")
+    target = None
+    kubeconfig = config.getoption("kubeconfig")
+    if kubeconfig or _uses_suite(config):
+        try:
+            target = resolve_target(kubeconfig, config.getoption("context"))
+        except GpuConformanceError as exc:
+            raise pytest.UsageError(str(exc)) from None
+        # Let pytest-kubernetes's `k8s` fixture locate the same cluster (kubectl-based debugging helpers).
+        if not config.getoption("k8s_kubeconfig", None) and not config.getoption("k8s_provider", None):
+            config.option.k8s_provider = "external"
+            config.option.k8s_kubeconfig = str(target.kubeconfig)
+    # Decided once on the controller; xdist hands the controller's options to every worker.
+    if not config.option.run_id:
+        config.option.run_id = runner.new_run_id()
+    run_id = config.option.run_id
+    cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json" if _is_worker(config) else None
+    sess = Session(target, config.getoption("gpu_node_selector"), timeout, images, run_id, cache)
+    config.stash[SESSION_KEY] = sess
+    config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
+    config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def session_of(config: pytest.Config) -> Session:
+    return config.stash[SESSION_KEY]
+
+
+def requirement_of(item: pytest.Item) -> Requirement | None:
+    marks = list(item.iter_markers("requirement"))
+    if len(marks) != 1 or len(marks[0].args) != 1:
+        return None
+    req_id = marks[0].args[0]
+    cat = catalogue.load()
+    return cat[req_id] if req_id in cat else None
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every check must declare exactly one known requirement id."""
+    cat = catalogue.load()
+    problems = []
+    for item in items:
+        marks = list(item.iter_markers("requirement"))
+        if not marks:
+            continue
+        ids = [m.args[0] if m.args else None for m in marks]
+        if len(ids) != 1:
+            problems.append(f"{item.nodeid}: declares {len(ids)} requirement ids; exactly one is allowed")
+        elif ids[0] not in cat:
+            problems.append(f"{item.nodeid}: unknown requirement id {ids[0]!r}")
+    if problems:
+        raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(problems))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Checks that take `gpu_node` run once per GPU node of the cluster."""
+    if "gpu_node" not in metafunc.fixturenames:
+        return
+    sess = session_of(metafunc.config)
+    try:
+        names = [n.name for n in sess.facts.gpu_nodes]
+    except GpuConformanceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    metafunc.parametrize("gpu_node_name", names or [NO_GPU_NODES], ids=names or [NO_GPU_NODES], scope="function")
+
+
+@pytest.fixture(scope="session")
+def gc_session(request: pytest.FixtureRequest) -> Session:
+    """The run's cluster session: API client, run id, options."""
+    return session_of(request.config)
+
+
+@pytest.fixture(scope="session")
+def cluster_facts(gc_session: Session) -> facts.ClusterFacts:
+    """Read-only facts about the cluster, gathered once per run."""
+    return gc_session.facts
+
+
+@pytest.fixture
+def requirement(request: pytest.FixtureRequest) -> Requirement:
+    """The catalogue entry of the running check."""
+    req = requirement_of(request.node)
+    if req is None:
+        raise pytest.UsageError(f"{request.node.nodeid} uses `requirement` but declares no known requirement id")
+    return req
+
+
+@pytest.fixture
+def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, requirement: Requirement) -> NodeFacts:
+    """The GPU node this check instance is about; with no GPU nodes at all, the check fails."""
+    if gpu_node_name == NO_GPU_NODES:
+        where = f" matching selector {cluster_facts.node_selector!r}" if cluster_facts.node_selector else ""
+        pytest.fail(
+            requirement.violation(
+                None,
+                f"at least one GPU node{where} (nvidia.com/gpu capacity or label nvidia.com/gpu.present=true)",
+                f"0 GPU nodes among {len(cluster_facts.nodes)} nodes",
+            ),
+            pytrace=False,
+        )
+    return cluster_facts.node(gpu_node_name)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach requirement id, node and outcome to the report (they travel to the xdist controller)."""
+    report = yield
+    req = requirement_of(item)
+    if req is None:
+        return report
+    status, message = outcome_of(report, call.excinfo)
+    if status is None:
+        return report
+    callspec = getattr(item, "callspec", None)
+    node = callspec.params.get("gpu_node_name") if callspec else None
+    report.user_properties.extend(
+        [("requirement", req.id), ("node", node or ""), ("gc_status", status), ("gc_message", message)]
+    )
+    return report
+
+
+class _Recorder:
+    """Collects one Result per check instance (on the xdist controller, from forwarded reports)."""
+
+    def __init__(self, sess: Session) -> None:
+        self.sess = sess
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        props = dict(report.user_properties)
+        if "gc_status" not in props:
+            return
+        result = Result(
+            nodeid=report.nodeid,
+            id=str(props["requirement"]),
+            node=str(props["node"]) or None,
+            status=str(props["gc_status"]),
+            message=str(props["gc_message"]),
+            duration_s=round(report.duration, 3),
+        )
+        results = self.sess.results
+        # A check contributes one result: the first non-passing phase wins, else the call phase's pass.
+        existing = next((i for i, r in enumerate(results) if r.nodeid == report.nodeid), None)
+        if existing is None:
+            results.append(result)
+        elif results[existing].status == "passed" and result.status != "passed":
+            results[existing] = result
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    sess = session_of(config)
+    if _is_worker(config):
+        return
+    if sess.target is not None and (sess._api is not None or config.pluginmanager.hasplugin("dsession")):
+        # Sweep anything this run created that a finalizer did not get to (e.g. after Ctrl-C).
+        try:
+            runner.delete_run_namespaces(sess.api, sess.run_id)
+        except Exception as exc:  # cleanup must not mask the run's outcome
+            print(f"[gpu-conformance] warning: cleanup of run {sess.run_id} incomplete: {exc}")
+    path = config.getoption("summary_json")
+    if path:
+        write_summary(Path(path), sess.results, catalogue.load(), started=config.stash[STARTED_KEY],
+                      suite_version=__version__, exitstatus=int(exitstatus))

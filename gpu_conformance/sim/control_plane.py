@@ -1,0 +1,504 @@
+"""Start, inspect and stop the simulated cluster: etcd, kube-apiserver, kube-scheduler,
+kube-controller-manager and kwok, all on loopback, tracked by PID in a state directory."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kr8s
+from kr8s.objects import Node
+
+from gpu_conformance.errors import SimError
+from gpu_conformance.sim import binaries, kwokconfig, pki
+from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
+from gpu_conformance.waiting import WaitTimeout, wait_for
+
+SERVICE_CIDR = "10.96.0.0/16"
+SERVICE_IP = "10.96.0.1"
+KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+
+# Start-up budgets: etcd and the apiserver start in seconds on a laptop; CI machines are slower.
+START_TIMEOUT_S = 120.0
+NODES_READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 10.0
+
+PROCESS_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+
+
+def default_state_dir() -> Path:
+    """The state directory of the default simulated cluster (override with GPU_CONFORMANCE_SIM_DIR)."""
+    explicit = os.environ.get("GPU_CONFORMANCE_SIM_DIR")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "gpu-conformance" / "sim"
+
+
+def _say(msg: str) -> None:
+    print(f"[gpu-conformance sim] {msg}", file=sys.stderr, flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@dataclass(frozen=True)
+class SimState:
+    """What `sim up` recorded: ports, PIDs and binaries of the running cluster."""
+
+    state_dir: Path
+    ports: dict[str, int]
+    pids: dict[str, int]
+    binaries: dict[str, str]
+    scenario_digest: str
+    scenario_names: list[str]
+    kubernetes_version: str
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.state_dir / "kubeconfig"
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.ports['apiserver']}"
+
+    def save(self) -> None:
+        data = {
+            "ports": self.ports,
+            "pids": self.pids,
+            "binaries": self.binaries,
+            "scenario_digest": self.scenario_digest,
+            "scenario_names": self.scenario_names,
+            "kubernetes_version": self.kubernetes_version,
+        }
+        (self.state_dir / "state.json").write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, state_dir: Path) -> SimState | None:
+        path = state_dir / "state.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text())
+        return cls(state_dir=state_dir, **data)
+
+
+def _pid_is(pid: int, binary: str) -> bool:
+    """True when pid is alive and runs `binary` (guards against PID reuse)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return bool(cmdline) and cmdline[0].decode(errors="replace") == binary
+
+
+def process_status(state: SimState) -> dict[str, bool]:
+    """Per process: is it alive and still ours."""
+    return {name: _pid_is(pid, state.binaries[name]) for name, pid in state.pids.items()}
+
+
+def _start(name: str, argv: list[str], state_dir: Path) -> int:
+    log = (state_dir / "logs" / f"{name}.log").open("ab")
+    # A new session: Ctrl-C in the terminal that ran `sim up` must not stop the cluster.
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    log.close()
+    return proc.pid
+
+
+def _log_tail(state_dir: Path, name: str, lines: int = 12) -> str:
+    path = state_dir / "logs" / f"{name}.log"
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _https_ok(url: str, pki_dir: Path | None) -> bool:
+    ctx = ssl.create_default_context()
+    if pki_dir is None:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx.load_verify_locations(pki_dir / "ca.crt")
+        ctx.load_cert_chain(pki_dir / "admin.crt", pki_dir / "admin.key")
+    with urllib.request.urlopen(url, context=ctx, timeout=2) as resp:  # noqa: S310 - loopback health URL
+        return bool(resp.status == 200)
+
+
+def _http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback health URL
+        return bool(resp.status == 200)
+
+
+def _wait_healthy(name: str, check: Any, state_dir: Path, pid: int, binary: str) -> None:
+    def probe() -> bool:
+        if not _pid_is(pid, binary):
+            raise SimError(f"{name} exited during start-up; last log lines:\n{_log_tail(state_dir, name)}")
+        return bool(check())
+
+    try:
+        wait_for(probe, bool, what=f"{name} to become healthy", timeout=START_TIMEOUT_S, tolerate=(OSError,), max_interval=1.0)
+    except WaitTimeout as exc:
+        raise SimError(f"{exc}\n{name} log tail:\n{_log_tail(state_dir, name)}") from None
+
+
+def scenario_digest(scenarios: list[Scenario]) -> str:
+    blob = json.dumps([s.model_dump(mode="json") for s in scenarios], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def all_nodes(scenarios: list[Scenario]) -> list[tuple[str, NodeSpec, str]]:
+    """Every node of every scenario with its spec and scenario name; names must be unique."""
+    seen: dict[str, str] = {}
+    out = []
+    for sc in scenarios:
+        for name, spec in sc.expanded():
+            if name in seen:
+                raise SimError(f"node {name!r} is in both scenario {seen[name]!r} and {sc.name!r}")
+            seen[name] = sc.name
+            out.append((name, spec, sc.name))
+    return out
+
+
+def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
+    """The Node object kwok will manage for one scenario node."""
+    labels = {
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "kubernetes.io/arch": "amd64",
+        "type": "kwok",
+        SCENARIO_LABEL: scenario,
+    }
+    if spec.gpus > 0 and spec.gfd_labels:
+        drv = (spec.driver.split(".") + ["0", "0"])[:3]
+        cuda = (spec.cuda.split(".") + ["0"])[:2]
+        labels.update(
+            {
+                "nvidia.com/gpu.present": "true",
+                "nvidia.com/gpu.product": spec.product,
+                "nvidia.com/gpu.count": str(spec.gpus),
+                "nvidia.com/gpu.memory": str(spec.memory_mib),
+                "nvidia.com/cuda.driver.major": drv[0],
+                "nvidia.com/cuda.driver.minor": drv[1],
+                "nvidia.com/cuda.driver.rev": drv[2],
+                "nvidia.com/cuda.runtime.major": cuda[0],
+                "nvidia.com/cuda.runtime.minor": cuda[1],
+            }
+        )
+    labels.update(spec.labels)
+    capacity = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods)}
+    allocatable = dict(capacity)
+    if spec.gpus > 0 or spec.allocatable_gpus:
+        capacity["nvidia.com/gpu"] = str(spec.gpus)
+        allocatable["nvidia.com/gpu"] = str(spec.allocatable)
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": labels,
+            "annotations": {KWOK_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+        },
+        "spec": {"taints": [t.model_dump(exclude_none=True) for t in spec.taints]},
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "nodeInfo": {
+                "kubeletVersion": f"v{binaries.KUBERNETES_VERSION}",
+                "osImage": "Ubuntu 24.04 LTS (simulated)",
+                "kernelVersion": "6.8.0-sim",
+                "containerRuntimeVersion": "containerd://2.1.0-sim",
+            },
+        },
+    }
+
+
+class SimCluster:
+    """One simulated cluster, identified by its state directory."""
+
+    def __init__(self, state_dir: Path | None = None) -> None:
+        self.state_dir = (state_dir or default_state_dir()).resolve()
+
+    # -- inspection ---------------------------------------------------------------
+    def state(self) -> SimState | None:
+        return SimState.load(self.state_dir)
+
+    def is_up(self) -> bool:
+        st = self.state()
+        return st is not None and all(process_status(st).values())
+
+    def api(self) -> kr8s.Api:
+        st = self.state()
+        if st is None:
+            raise SimError(f"no simulated cluster in {self.state_dir}; run `gpu-conformance sim up`")
+        return kr8s.api(kubeconfig=str(st.kubeconfig))
+
+    # -- lifecycle ----------------------------------------------------------------
+    def up(self, scenarios: list[Scenario], kubeconfig_out: Path | None = None) -> SimState:
+        """Start the cluster with these scenarios' nodes; idempotent."""
+        digest = scenario_digest(scenarios)
+        nodes = all_nodes(scenarios)
+        existing = self.state()
+        if existing is not None:
+            if all(process_status(existing).values()):
+                if existing.scenario_digest == digest:
+                    _say(f"already up at {existing.server} with scenario(s) {', '.join(existing.scenario_names)}")
+                else:
+                    _say("already up; applying the new scenario(s)")
+                    existing = self._apply(existing, scenarios, nodes, digest)
+                self._export_kubeconfig(existing, kubeconfig_out)
+                return existing
+            _say("found a stale or partly running cluster; stopping it first")
+            self.down(quiet=True)
+        bins = binaries.ensure()
+        started = time.monotonic()
+        st = self._start(bins, scenarios, nodes, digest)
+        _say(f"up in {time.monotonic() - started:.1f}s: {len(nodes)} nodes, API server {st.server}")
+        self._export_kubeconfig(st, kubeconfig_out)
+        return st
+
+    def _export_kubeconfig(self, st: SimState, out: Path | None) -> None:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(st.kubeconfig, out)
+            out.chmod(0o600)
+        _say(f"kubeconfig: {out or st.kubeconfig}")
+
+    def _start(self, bins: binaries.Binaries, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
+        sd = self.state_dir
+        if sd.exists():
+            shutil.rmtree(sd)
+        (sd / "logs").mkdir(parents=True)
+        sd.chmod(0o700)
+        pki_dir = sd / "pki"
+        pki.generate(pki_dir, SERVICE_IP)
+        ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
+        server = f"https://127.0.0.1:{ports['apiserver']}"
+        for ident in ("admin", "controller-manager", "scheduler"):
+            name = "kubeconfig" if ident == "admin" else f"{ident}.kubeconfig"
+            pki.write_kubeconfig(sd / name, pki_dir, server, ident, "gpu-conformance-sim")
+        st = SimState(
+            state_dir=sd,
+            ports=ports,
+            pids={},
+            binaries={k: str(v) for k, v in bins.paths.items()},
+            scenario_digest=digest,
+            scenario_names=[s.name for s in scenarios],
+            kubernetes_version=binaries.KUBERNETES_VERSION,
+        )
+        st.save()
+        try:
+            for name in PROCESS_ORDER:
+                if name == "kwok":
+                    self._write_kwok_config(st, nodes)
+                argv = self._argv(name, st)
+                st.pids[name] = _start(name, argv, sd)
+                st.save()  # record each PID at once so `sim down` can stop a half-started cluster
+                _say(f"started {name} (pid {st.pids[name]})")
+                self._wait_process(name, st)
+            self._create_nodes(st, nodes)
+            self._wait_ready(st, [n for n, _, _ in nodes])
+        except BaseException:
+            _say("start-up failed; stopping what was started")
+            self.down(quiet=True, keep_logs=True)
+            raise
+        return st
+
+    def _argv(self, name: str, st: SimState) -> list[str]:
+        sd, p, b = st.state_dir, st.ports, st.binaries
+        pk = sd / "pki"
+        if name == "etcd":
+            peer = f"http://127.0.0.1:{p['etcd_peer']}"
+            client = f"http://127.0.0.1:{p['etcd']}"
+            return [
+                b["etcd"], "--name=sim", f"--data-dir={sd / 'etcd'}", f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}", f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}", f"--initial-cluster=sim={peer}",
+                "--unsafe-no-fsync", "--quota-backend-bytes=4294967296", "--log-level=warn",
+            ]
+        if name == "kube-apiserver":
+            return [
+                b[name], f"--etcd-servers=http://127.0.0.1:{p['etcd']}", "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1", f"--secure-port={p['apiserver']}",
+                f"--tls-cert-file={pk / 'apiserver.crt'}", f"--tls-private-key-file={pk / 'apiserver.key'}",
+                f"--client-ca-file={pk / 'ca.crt'}", "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={pk / 'sa.pub'}", f"--service-account-signing-key-file={pk / 'sa.key'}",
+                f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
+                "--profiling=false", "--v=1",
+            ]
+        if name == "kube-controller-manager":
+            kc = sd / "controller-manager.kubeconfig"
+            return [
+                b[name], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}", "--leader-elect=false",
+                f"--root-ca-file={pk / 'ca.crt'}", f"--service-account-private-key-file={pk / 'sa.key'}",
+                "--use-service-account-credentials=true", f"--cluster-signing-cert-file={pk / 'ca.crt'}",
+                f"--cluster-signing-key-file={pk / 'ca.key'}", "--profiling=false", "--v=1",
+            ]
+        if name == "kube-scheduler":
+            kc = sd / "scheduler.kubeconfig"
+            return [
+                b[name], f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+                "--bind-address=127.0.0.1", f"--secure-port={p['scheduler']}", "--leader-elect=false",
+                "--profiling=false", "--v=1",
+            ]
+        if name == "kwok":
+            return [
+                b[name], f"--kubeconfig={sd / 'kubeconfig'}", f"--config={sd / 'kwok.yaml'}",
+                f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+                "--node-ip=127.0.0.1", "--node-name=localhost", f"--node-port={p['kwok']}",
+                f"--server-address=127.0.0.1:{p['kwok']}", f"--tls-cert-file={pk / 'kubelet.crt'}",
+                f"--tls-private-key-file={pk / 'kubelet.key'}", "--v=1",
+            ]
+        raise SimError(f"unknown process {name}")
+
+    def _wait_process(self, name: str, st: SimState) -> None:
+        p, pk = st.ports, st.state_dir / "pki"
+        checks = {
+            "etcd": lambda: _http_ok(f"http://127.0.0.1:{p['etcd']}/health"),
+            "kube-apiserver": lambda: _https_ok(f"https://127.0.0.1:{p['apiserver']}/readyz", pk),
+            "kube-controller-manager": lambda: _https_ok(f"https://127.0.0.1:{p['controller_manager']}/healthz", None),
+            "kube-scheduler": lambda: _https_ok(f"https://127.0.0.1:{p['scheduler']}/healthz", None),
+            "kwok": lambda: _port_open(p["kwok"]),
+        }
+        _wait_healthy(name, checks[name], st.state_dir, st.pids[name], st.binaries[name])
+
+    def _write_kwok_config(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
+        kwokconfig.write(st.state_dir / "kwok.yaml", [(n, s) for n, s, _ in nodes], st.state_dir / "pod-logs")
+
+    def _create_nodes(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        _say(f"creating {len(nodes)} nodes")
+        for name, spec, scenario in nodes:
+            manifest = node_manifest(name, spec, scenario)
+            node = Node(manifest, api=api)
+            node.create()
+            # The API server drops status on create: set capacity/allocatable through the status subresource.
+            node.patch({"status": manifest["status"]}, subresource="status")
+
+    def _wait_ready(self, st: SimState, names: list[str]) -> None:
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        wanted = set(names)
+
+        def ready_nodes() -> set[str]:
+            ready = set()
+            for node in api.get("nodes", label_selector=SCENARIO_LABEL):
+                conds = {c["type"]: c["status"] for c in node.raw.get("status", {}).get("conditions", [])}
+                if conds.get("Ready") == "True":
+                    ready.add(node.name)
+            return ready
+
+        def default_sa() -> bool:
+            return any(True for _ in api.get("serviceaccounts", "default", namespace="default"))
+
+        try:
+            wait_for(ready_nodes, lambda r: wanted <= r, what=f"{len(wanted)} simulated nodes to be Ready",
+                     timeout=NODES_READY_TIMEOUT_S, describe=lambda r: f"{len(r & wanted)}/{len(wanted)} Ready; not ready: {sorted(wanted - r)[:5]}",
+                     tolerate=(kr8s.ServerError, OSError))
+            # The controller-manager creates the default ServiceAccount: proof it is working.
+            wait_for(default_sa, bool, what="the default ServiceAccount (controller-manager running)",
+                     timeout=START_TIMEOUT_S, tolerate=(kr8s.NotFoundError, kr8s.ServerError, OSError))
+        except WaitTimeout as exc:
+            raise SimError(f"{exc}\nkwok log tail:\n{_log_tail(st.state_dir, 'kwok')}") from None
+
+    def _apply(self, st: SimState, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
+        """Switch a running cluster to other scenarios: replace nodes and restart kwok."""
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        for node in list(api.get("nodes", label_selector=SCENARIO_LABEL)):
+            node.delete()
+        self._stop_pid("kwok", st)
+        self._write_kwok_config(st, nodes)
+        st.pids["kwok"] = _start("kwok", self._argv("kwok", st), st.state_dir)
+        self._wait_process("kwok", st)
+        wait_for(lambda: [n.name for n in api.get("nodes", label_selector=SCENARIO_LABEL)], lambda ns: not ns,
+                 what="old simulated nodes to be deleted", timeout=START_TIMEOUT_S)
+        self._create_nodes(st, nodes)
+        self._wait_ready(st, [n for n, _, _ in nodes])
+        new = SimState(st.state_dir, st.ports, st.pids, st.binaries, digest, [s.name for s in scenarios], st.kubernetes_version)
+        new.save()
+        return new
+
+    def _stop_pid(self, name: str, st: SimState) -> None:
+        pid = st.pids.get(name)
+        if pid is None or not _pid_is(pid, st.binaries[name]):
+            return
+        os.kill(pid, signal.SIGTERM)
+        try:
+            wait_for(lambda: _pid_is(pid, st.binaries[name]), lambda alive: not alive, what=f"{name} to exit", timeout=STOP_GRACE_S)
+        except WaitTimeout:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: _pid_is(pid, st.binaries[name]), lambda alive: not alive, what=f"{name} to die", timeout=STOP_GRACE_S)
+
+    def down(self, quiet: bool = False, keep_logs: bool = False) -> bool:
+        """Stop every process `up` started (by PID) and remove the state; True if anything was running."""
+        st = self.state()
+        if st is None:
+            if not quiet:
+                _say(f"nothing to stop in {self.state_dir}")
+            if self.state_dir.exists() and not keep_logs:
+                shutil.rmtree(self.state_dir)
+            return False
+        # Reap any zombie children first (when `up` ran in this same process).
+        for name in reversed(PROCESS_ORDER):
+            self._stop_pid(name, st)
+            pid = st.pids.get(name)
+            if pid is not None:
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+        if keep_logs:
+            (st.state_dir / "state.json").unlink(missing_ok=True)
+        else:
+            shutil.rmtree(st.state_dir, ignore_errors=True)
+        if not quiet:
+            _say(f"stopped {len(st.pids)} processes and removed {st.state_dir}")
+        return True
+
+    def status(self) -> dict[str, Any]:
+        """A JSON-able description of the cluster's state."""
+        st = self.state()
+        if st is None:
+            return {"state_dir": str(self.state_dir), "up": False, "processes": {}}
+        procs = process_status(st)
+        out: dict[str, Any] = {
+            "state_dir": str(st.state_dir),
+            "up": all(procs.values()),
+            "server": st.server,
+            "kubeconfig": str(st.kubeconfig),
+            "kubernetes_version": st.kubernetes_version,
+            "scenarios": st.scenario_names,
+            "processes": {n: {"pid": st.pids[n], "running": ok} for n, ok in procs.items()},
+        }
+        if out["up"]:
+            try:
+                nodes = list(kr8s.api(kubeconfig=str(st.kubeconfig)).get("nodes"))
+                out["nodes"] = len(nodes)
+                out["ready_nodes"] = sum(
+                    1 for n in nodes
+                    if any(c["type"] == "Ready" and c["status"] == "True" for c in n.raw.get("status", {}).get("conditions", []))
+                )
+            except (kr8s.ServerError, OSError) as exc:
+                out["error"] = str(exc)
+        return out

@@ -1,0 +1,142 @@
+"""Generate kwok's configuration (stages and pod logs) from a scenario."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpu_conformance.sim.outputs import behaviour
+from gpu_conformance.sim.scenario import KNOWN_WORKLOADS, NodeSpec
+
+WORKLOAD_LABEL = "gpu-conformance.io/workload"
+_STAGES = Path(__file__).parent / "stages" / "base.yaml"
+
+_COMPLETE_TEMPLATE = """{{{{ $now := Now }}}}
+containerStatuses:
+{{{{ range .spec.containers }}}}
+- image: {{{{ .image | Quote }}}}
+  imageID: {{{{ printf "sim://%s" .image | Quote }}}}
+  containerID: {{{{ printf "sim://%s" .name | Quote }}}}
+  name: {{{{ .name | Quote }}}}
+  ready: false
+  started: false
+  restartCount: 0
+  state:
+    terminated:
+      exitCode: {exit_code}
+      finishedAt: {{{{ $now | Quote }}}}
+      reason: {reason}
+      startedAt: {{{{ $now | Quote }}}}
+{{{{ end }}}}
+conditions:
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "False"
+  type: Ready
+  reason: PodCompleted
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "False"
+  type: ContainersReady
+  reason: PodCompleted
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: Initialized
+- lastTransitionTime: {{{{ $now | Quote }}}}
+  status: "True"
+  type: PodScheduled
+phase: {phase}
+"""
+
+_RUNNING = {"key": ".status.phase", "operator": "In", "values": ["Running"]}
+_NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
+_RUN_TO_COMPLETION = {"key": ".spec.restartPolicy", "operator": "In", "values": ["Never", "OnFailure"]}
+
+
+def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]]) -> dict[str, Any]:
+    template = _COMPLETE_TEMPLATE.format(
+        exit_code=exit_code,
+        reason="Completed" if exit_code == 0 else "Error",
+        phase="Succeeded" if exit_code == 0 else "Failed",
+    )
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {"matchExpressions": [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra]},
+            "delay": {"durationMilliseconds": 300},
+            "next": {"statusTemplate": template},
+        },
+    }
+
+
+def _cri_log(text: str, when: dt.datetime) -> str:
+    stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+    return "".join(f"{stamp} stdout F {line}\n" for line in text.splitlines())
+
+
+def pod_name(workload: str, node: str) -> str:
+    """The name the suite gives a per-node workload pod; the simulator keys logs on it."""
+    return f"{workload}-{node}"
+
+
+def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str, Any]]:
+    """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
+    docs: list[dict[str, Any]] = list(yaml.safe_load_all(_STAGES.read_text()))
+    # Pods that are not suite workloads run to completion successfully.
+    docs.append(
+        _complete_stage(
+            "pod-complete-other",
+            0,
+            [{"key": f'.metadata.labels["{WORKLOAD_LABEL}"]', "operator": "DoesNotExist"}],
+        )
+    )
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.timezone.utc)
+    for workload in KNOWN_WORKLOADS:
+        by_exit: dict[int, list[str]] = {}
+        running: list[str] = []
+        by_output: dict[str, list[str]] = {}
+        for node, spec in nodes:
+            b = behaviour(workload, node, spec)
+            (running if b.keep_running else by_exit.setdefault(b.exit_code, [])).append(node)
+            by_output.setdefault(b.output or "", []).append(node)
+        label = {"key": f'.metadata.labels["{WORKLOAD_LABEL}"]', "operator": "In", "values": [workload]}
+        for code, members in sorted(by_exit.items()):
+            on = {"key": ".spec.nodeName", "operator": "In", "values": sorted(members)}
+            docs.append(_complete_stage(f"pod-complete-{workload}-exit-{code}", code, [label, on]))
+        for text, members in by_output.items():
+            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+            path = logs_dir / f"{workload}-{digest}.log"
+            path.write_text(_cri_log(text, now))
+            docs.append(
+                {
+                    "apiVersion": "kwok.x-k8s.io/v1alpha1",
+                    "kind": "ClusterLogs",
+                    "metadata": {"name": f"{workload}-{digest}"},
+                    "spec": {
+                        "selector": {"matchNames": sorted(pod_name(workload, n) for n in members)},
+                        "logs": [{"logsFile": str(path)}],
+                    },
+                }
+            )
+    return docs
+
+
+def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> None:
+    """Write the kwok config file (a KwokConfiguration followed by stages and logs)."""
+    # kwok does not apply its defaults to options read from a file: set what it needs.
+    options = {
+        "podPlayStageParallelism": 16,
+        "nodePlayStageParallelism": 16,
+        "nodeLeaseParallelism": 4,
+        "podsOnNodeSyncParallelism": 2,
+        "enablePodsOnNodeSyncListPager": True,
+        "enableDebuggingHandlers": True,
+    }
+    header = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}
+    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir)], sort_keys=False))

@@ -1,0 +1,90 @@
+"""What the simulated workloads print on each node, consistent with the node's GPUs and driver."""
+
+from __future__ import annotations
+
+import hashlib
+
+from gpu_conformance.sim.scenario import NodeSpec, WorkloadBehaviour
+
+VECTOR_ADD_PASSED = """[Vector addition of 50000 elements]
+Copy input data from the host memory to the CUDA device
+CUDA kernel launch with 196 blocks of 256 threads
+Copy output data from the CUDA device to the host memory
+Test PASSED
+Done"""
+
+VECTOR_ADD_FAILED = """[Vector addition of 50000 elements]
+Failed to allocate device vector A (error code no CUDA-capable device is detected)!"""
+
+_WIDTH = 89  # the 580-era nvidia-smi table width
+
+
+def gpu_uuid(node: str, index: int) -> str:
+    """A stable, UUID-shaped GPU id derived from node name and index."""
+    h = hashlib.sha256(f"{node}/{index}".encode()).hexdigest()
+    return f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+def marketing_name(product_label: str) -> str:
+    """`NVIDIA-H100-80GB-HBM3` (GFD label form) -> `NVIDIA H100 80GB HBM3`."""
+    return product_label.replace("-", " ")
+
+
+def nvidia_smi_table(node: str, spec: NodeSpec) -> str:
+    """A default `nvidia-smi` table in the 580-era layout for the node's GPUs."""
+    bar = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
+    head = f"| NVIDIA-SMI {spec.driver:<22} Driver Version: {spec.driver:<14} CUDA Version: {spec.cuda:<9}|"
+    lines = [
+        "+" + "-" * (_WIDTH - 2) + "+",
+        head,
+        bar,
+        "| GPU  Name                 Persistence-M | Bus-Id          Disp.A | Volatile Uncorr. ECC |",
+        "| Fan  Temp   Perf          Pwr:Usage/Cap |           Memory-Usage | GPU-Util  Compute M. |",
+        "|                                         |                        |               MIG M. |",
+        "|" + "=" * 41 + "+" + "=" * 24 + "+" + "=" * 22 + "|",
+    ]
+    name = marketing_name(spec.product)
+    for i in range(spec.gpus):
+        bus = f"00000000:{0x18 + i * 0x10:02X}:00.0"
+        mem = f"0MiB / {spec.memory_mib:>6}MiB"
+        lines += [
+            f"| {i:>3}  {name:<28}  On  | {bus:>18} Off | {'0':>20} |",
+            f"| N/A   34C    P0             70W /  700W | {mem:>22} | {'0%':>9}      Default |",
+            f"|{'':41}|{'':24}| {'Disabled':>20} |",
+            bar,
+        ]
+    lines += [
+        "",
+        "+" + "-" * (_WIDTH - 2) + "+",
+        "| Processes:" + " " * (_WIDTH - 13) + "|",
+        "|  GPU   GI   CI              PID   Type   Process name                        GPU Memory |",
+        "|        ID   ID                                                               Usage      |",
+        "|" + "=" * (_WIDTH - 2) + "|",
+        "|  No running processes found" + " " * (_WIDTH - 30) + "|",
+        "+" + "-" * (_WIDTH - 2) + "+",
+    ]
+    return "\n".join(lines)
+
+
+def nvidia_smi_list(node: str, spec: NodeSpec) -> str:
+    """`nvidia-smi -L` for the node's GPUs."""
+    name = marketing_name(spec.product)
+    return "\n".join(f"GPU {i}: {name} (UUID: {gpu_uuid(node, i)})" for i in range(spec.gpus))
+
+
+def behaviour(workload: str, node: str, spec: NodeSpec) -> WorkloadBehaviour:
+    """The scenario's explicit behaviour for a workload, or the default for a node like this one."""
+    explicit = spec.workloads.get(workload)
+    if explicit is not None and explicit.output is not None:
+        return explicit
+    exit_code = explicit.exit_code if explicit is not None else (0 if spec.allocatable > 0 else 1)
+    keep = explicit.keep_running if explicit is not None else workload == "notebook"
+    if workload == "vector-add":
+        text = VECTOR_ADD_PASSED if exit_code == 0 else VECTOR_ADD_FAILED
+    elif workload == "nvidia-smi":
+        text = nvidia_smi_table(node, spec) if exit_code == 0 else "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+    elif workload == "notebook":
+        text = "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
+    else:
+        text = f"{workload}: simulated run completed"
+    return WorkloadBehaviour(exit_code=exit_code, output=text, keep_running=keep)

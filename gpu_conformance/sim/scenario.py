@@ -1,0 +1,112 @@
+"""Scenario files: what the simulated GPU cluster looks like and what its workloads print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from gpu_conformance.yamlload import load_model
+
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+SCENARIO_LABEL = "sim.gpu-conformance.io/scenario"
+# Workloads whose per-node behaviour a scenario can describe (file names in workloads/).
+KNOWN_WORKLOADS = ("vector-add", "nvidia-smi", "nvml-probe", "dcgmproftester", "notebook")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Taint(_Strict):
+    key: str
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"]
+
+
+class WorkloadBehaviour(_Strict):
+    """How one workload behaves on a node: exit code and, optionally, its literal output."""
+
+    exit_code: int = 0
+    output: str | None = None
+    # For long-running workloads (notebook): stay Running instead of completing.
+    keep_running: bool = False
+
+
+class NodeSpec(_Strict):
+    """One node, or `replicas` identical nodes named `<name>-1..N`."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=200)
+    replicas: int = Field(default=1, ge=1, le=10000)
+    gpus: int = Field(default=0, ge=0, le=64)
+    allocatable_gpus: int | None = Field(default=None, ge=0)
+    product: str = "NVIDIA-H100-80GB-HBM3"
+    memory_mib: int = 81559
+    driver: str = "580.159.04"
+    cuda: str = "13.0"
+    gfd_labels: bool = True
+    labels: dict[str, str] = {}
+    taints: list[Taint] = []
+    cpu: str = "64"
+    memory: str = "512Gi"
+    pods: int = 110
+    workloads: dict[str, WorkloadBehaviour] = {}
+
+    @field_validator("workloads")
+    @classmethod
+    def _known(cls, value: dict[str, WorkloadBehaviour]) -> dict[str, WorkloadBehaviour]:
+        unknown = sorted(set(value) - set(KNOWN_WORKLOADS))
+        if unknown:
+            raise ValueError(f"unknown workload(s) {unknown}; known: {list(KNOWN_WORKLOADS)}")
+        return value
+
+    def node_names(self) -> list[str]:
+        if self.replicas == 1:
+            return [self.name]
+        return [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
+
+    @property
+    def allocatable(self) -> int:
+        return self.gpus if self.allocatable_gpus is None else self.allocatable_gpus
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    description: str = ""
+    nodes: list[NodeSpec] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Scenario:
+        seen: set[str] = set()
+        for spec in self.nodes:
+            for n in spec.node_names():
+                if n in seen:
+                    raise ValueError(f"node name {n!r} appears twice")
+                seen.add(n)
+        return self
+
+    def expanded(self) -> list[tuple[str, NodeSpec]]:
+        """Every node of the scenario with the spec it came from."""
+        return [(n, spec) for spec in self.nodes for n in spec.node_names()]
+
+
+def load(path: Path) -> Scenario:
+    """Load and validate a scenario file."""
+    return load_model(path, Scenario, "scenario")
+
+
+def resolve(name_or_path: str | Path | None) -> Path:
+    """A scenario path from a file path or the name of a bundled scenario."""
+    if name_or_path is None:
+        return SCENARIO_DIR / "healthy.yaml"
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = SCENARIO_DIR / f"{name_or_path}.yaml"
+    return bundled if bundled.is_file() else path
+
+
+def bundled() -> list[str]:
+    """Names of the scenarios shipped with the project."""
+    return sorted(p.stem for p in SCENARIO_DIR.glob("*.yaml"))

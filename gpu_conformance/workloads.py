@@ -1,0 +1,78 @@
+"""Render the workload manifests in `workloads/`: one function, pinned images, profile overrides."""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from gpu_conformance.errors import ConfigError
+
+WORKLOAD_DIR = Path(__file__).resolve().parent.parent / "workloads"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "gpu-conformance"
+WORKLOAD_LABEL = "gpu-conformance.io/workload"
+RUN_LABEL = "gpu-conformance.io/run-id"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists"}
+_MAX_NAME = 253
+
+
+def default_images() -> dict[str, str]:
+    """The pinned default image of each workload."""
+    data = yaml.safe_load((WORKLOAD_DIR / "images.yaml").read_text())
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def pod_name(workload: str, node: str) -> str:
+    """Per-node workload pods are named `<workload>-<node>` (DNS-1123, at most 253 characters)."""
+    name = re.sub(r"[^a-z0-9.-]", "-", f"{workload}-{node}".lower())
+    return name[:_MAX_NAME].rstrip("-.")
+
+
+def pin_to_node(node: str) -> dict[str, Any]:
+    """Node affinity on metadata.name: the scheduler still decides fit, taints and resources."""
+    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+
+
+def render(
+    workload: str,
+    *,
+    namespace: str,
+    node: str,
+    run_id: str,
+    images: Mapping[str, str] | None = None,
+    gpus: int = 1,
+    tolerations: list[dict[str, str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Render workloads/<workload>.yaml for one node into API objects."""
+    path = WORKLOAD_DIR / f"{workload}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown workload {workload!r} (no {path})")
+    image = {**default_images(), **(images or {})}.get(workload)
+    if not image:
+        raise ConfigError(f"no image configured for workload {workload!r}")
+    labels = {MANAGED_BY_LABEL: MANAGED_BY, WORKLOAD_LABEL: workload, RUN_LABEL: run_id}
+    values: dict[str, Any] = {
+        "name": pod_name(workload, node),
+        "namespace": namespace,
+        "labels": labels,
+        "affinity": pin_to_node(node),
+        "tolerations": tolerations if tolerations is not None else [GPU_TOLERATION],
+        "image": image,
+        "gpus": gpus,
+        **(extra or {}),
+    }
+    # JSON is valid YAML: every value is substituted as a JSON scalar or flow collection.
+    encoded = {k: v if isinstance(v, (int, float)) else json.dumps(v) for k, v in values.items()}
+    try:
+        rendered = string.Template(path.read_text()).substitute(encoded)
+    except KeyError as exc:
+        raise ConfigError(f"workload {workload!r} needs a value for {exc.args[0]}") from None
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
