@@ -137,11 +137,9 @@ def validate_kubeconfig(path: Path, context: str | None) -> None:
 def connect(target: Target) -> kr8s.Api:
     """A kr8s API client for the target, after one call that proves the cluster answers."""
     try:
+        # kr8s contacts the server while constructing the client (version check).
         api = kr8s.api(kubeconfig=str(target.kubeconfig), context=target.context)
-    except (ValueError, KeyError, OSError) as exc:
-        raise ConfigError(f"kubeconfig {target.kubeconfig}: {exc}") from None
-    api.timeout = REQUEST_TIMEOUT_S
-    try:
+        api.timeout = REQUEST_TIMEOUT_S
         api.version()
     except kr8s.ServerError as exc:
         code = exc.response.status_code if exc.response is not None else None
@@ -149,10 +147,13 @@ def connect(target: Target) -> kr8s.Api:
             raise ConfigError(
                 f"kubeconfig {target.kubeconfig}: the API server rejected the credentials (HTTP {code}); refresh or replace them"
             ) from None
-        raise ClusterUnreachable(f"API server error: {exc}") from None
+        raise ClusterUnreachable(f"API server {_server_of(target)} answered with an error: {exc}") from None
     except (httpx.HTTPError, kr8s.APITimeoutError, OSError) as exc:
-        server = _server_of(target)
-        raise ClusterUnreachable(f"cannot reach the API server {server}: {type(exc).__name__}: {exc or 'no response'}") from None
+        raise ClusterUnreachable(
+            f"cannot reach the API server {_server_of(target)}: {type(exc).__name__}: {exc or 'no response'}"
+        ) from None
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(f"kubeconfig {target.kubeconfig}: {exc}") from None
     return api
 
 

@@ -26,20 +26,27 @@ DEFAULT_WORKLOAD_TIMEOUT_S = 300.0  # image pulls on a real cluster can take min
 class Session:
     """Per-process state of a run against one cluster (lives in config.stash)."""
 
-    target: Target | None
+    kubeconfig: str | None
+    context: str | None
     node_selector: str | None
     workload_timeout: float
     images: dict[str, str]
     run_id: str
     facts_cache: Path | None
+    _target: Target | None = None
     _api: kr8s.Api | None = None
     _facts: facts.ClusterFacts | None = None
     results: list[Result] = field(default_factory=list)
 
     @property
+    def target(self) -> Target:
+        """The cluster under test: --kubeconfig, else $KUBECONFIG, else ~/.kube/config."""
+        if self._target is None:
+            self._target = resolve_target(self.kubeconfig, self.context)
+        return self._target
+
+    @property
     def api(self) -> kr8s.Api:
-        if self.target is None:
-            raise pytest.UsageError("no cluster given: pass --kubeconfig (or set KUBECONFIG)")
         if self._api is None:
             self._api = connect(self.target)
         return self._api
@@ -68,10 +75,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--run-id", help="label value marking everything this run creates (default: random)")
 
 
-def _uses_suite(config: pytest.Config) -> bool:
-    return bool(config.getoption("kubeconfig") or config.getoption("summary_json"))
-
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the catalogue requirement a check verifies (exactly one per check)")
@@ -84,9 +87,9 @@ def pytest_configure(config: pytest.Config) -> None:
     timeout = config.getoption("workload_timeout")
     if timeout <= 0:
         raise pytest.UsageError("--workload-timeout must be positive")
-    target = None
     kubeconfig = config.getoption("kubeconfig")
-    if kubeconfig or _uses_suite(config):
+    target = None
+    if kubeconfig:
         try:
             target = resolve_target(kubeconfig, config.getoption("context"))
         except GpuConformanceError as exc:
@@ -100,7 +103,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.run_id = runner.new_run_id()
     run_id = config.option.run_id
     cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json" if _is_worker(config) else None
-    sess = Session(target, config.getoption("gpu_node_selector"), timeout, images, run_id, cache)
+    sess = Session(kubeconfig, config.getoption("context"), config.getoption("gpu_node_selector"), timeout, images,
+                   run_id, cache, _target=target)
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
@@ -138,6 +142,13 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             problems.append(f"{item.nodeid}: unknown requirement id {ids[0]!r}")
     if problems:
         raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(problems))
+    for item in items:
+        req = requirement_of(item)
+        if req is not None:
+            # On every report of the item: JUnit properties, and the xdist controller's recorder.
+            callspec = getattr(item, "callspec", None)
+            node = callspec.params.get("gpu_node_name") if callspec else None
+            item.user_properties += [("requirement", req.id), ("node", node or "")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -191,19 +202,14 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, requirement:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
-    """Attach requirement id, node and outcome to the report (they travel to the xdist controller)."""
+    """Attach the check's outcome to this phase's report (it travels to the xdist controller)."""
     report = yield
     req = requirement_of(item)
     if req is None:
         return report
     status, message = outcome_of(report, call.excinfo)
-    if status is None:
-        return report
-    callspec = getattr(item, "callspec", None)
-    node = callspec.params.get("gpu_node_name") if callspec else None
-    report.user_properties.extend(
-        [("requirement", req.id), ("node", node or ""), ("gc_status", status), ("gc_message", message)]
-    )
+    if status is not None:
+        report.user_properties += [("gc_status", status), ("gc_message", message)]
     return report
 
 
@@ -239,7 +245,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     sess = session_of(config)
     if _is_worker(config):
         return
-    if sess.target is not None and (sess._api is not None or config.pluginmanager.hasplugin("dsession")):
+    # Only when this run talked to a cluster (the xdist controller never does itself).
+    if sess._api is not None or (sess._target is not None and config.pluginmanager.hasplugin("dsession")):
         # Sweep anything this run created that a finalizer did not get to (e.g. after Ctrl-C).
         try:
             runner.delete_run_namespaces(sess.api, sess.run_id)

@@ -17,6 +17,8 @@ import pytest
 from gpu_conformance.sim import scenario
 from gpu_conformance.sim.control_plane import SimCluster
 
+pytest_plugins = ["pytester"]
+
 _ENV = "GPU_CONFORMANCE_TEST_SIM_DIR"
 _OWNER: list[SimCluster] = []
 

@@ -63,6 +63,10 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+# Children started by this process, so their exit status can be reported and reaped.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 @dataclass(frozen=True)
 class SimState:
     """What `sim up` recorded: ports, PIDs and binaries of the running cluster."""
@@ -104,7 +108,14 @@ class SimState:
 
 
 def _pid_is(pid: int, binary: str) -> bool:
-    """True when pid is alive and runs `binary` (guards against PID reuse)."""
+    """True when pid is alive and runs `binary` (guards against PID reuse).
+
+    For our own children Popen.poll() decides: right after exec, /proc/<pid>/cmdline can still
+    read empty (the exec pipe closes before the new argv is mapped).
+    """
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
@@ -122,7 +133,14 @@ def _start(name: str, argv: list[str], state_dir: Path) -> int:
     # A new session: Ctrl-C in the terminal that ran `sim up` must not stop the cluster.
     proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
     log.close()
+    _CHILDREN[proc.pid] = proc
     return proc.pid
+
+
+def _exit_status(pid: int) -> str:
+    proc = _CHILDREN.get(pid)
+    code = proc.poll() if proc is not None else None
+    return f" (exit status {code})" if code is not None else ""
 
 
 def _log_tail(state_dir: Path, name: str, lines: int = 12) -> str:
@@ -153,7 +171,7 @@ def _http_ok(url: str) -> bool:
 def _wait_healthy(name: str, check: Any, state_dir: Path, pid: int, binary: str) -> None:
     def probe() -> bool:
         if not _pid_is(pid, binary):
-            raise SimError(f"{name} exited during start-up; last log lines:\n{_log_tail(state_dir, name)}")
+            raise SimError(f"{name} exited during start-up{_exit_status(pid)}; last log lines:\n{_log_tail(state_dir, name)}")
         return bool(check())
 
     try:
@@ -459,15 +477,12 @@ class SimCluster:
             if self.state_dir.exists() and not keep_logs:
                 shutil.rmtree(self.state_dir)
             return False
-        # Reap any zombie children first (when `up` ran in this same process).
+        # Stop in reverse start order; reap the ones that are our own children.
         for name in reversed(PROCESS_ORDER):
             self._stop_pid(name, st)
-            pid = st.pids.get(name)
-            if pid is not None:
-                try:
-                    os.waitpid(pid, os.WNOHANG)
-                except ChildProcessError:
-                    pass
+            proc = _CHILDREN.pop(st.pids.get(name, -1), None)
+            if proc is not None:
+                proc.poll()
         if keep_logs:
             (st.state_dir / "state.json").unlink(missing_ok=True)
         else:

@@ -11,8 +11,8 @@ import yaml
 
 from gpu_conformance.sim.outputs import behaviour
 from gpu_conformance.sim.scenario import KNOWN_WORKLOADS, NodeSpec
-
-WORKLOAD_LABEL = "gpu-conformance.io/workload"
+# kwok serves logs by pod name: the simulator keys them on the names the suite gives its pods.
+from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
 _STAGES = Path(__file__).parent / "stages" / "base.yaml"
 
 _COMPLETE_TEMPLATE = """{{{{ $now := Now }}}}
@@ -77,11 +77,6 @@ def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]]) -> d
 def _cri_log(text: str, when: dt.datetime) -> str:
     stamp = when.strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
     return "".join(f"{stamp} stdout F {line}\n" for line in text.splitlines())
-
-
-def pod_name(workload: str, node: str) -> str:
-    """The name the suite gives a per-node workload pod; the simulator keys logs on it."""
-    return f"{workload}-{node}"
 
 
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str, Any]]:

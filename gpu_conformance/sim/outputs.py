@@ -16,7 +16,7 @@ Done"""
 VECTOR_ADD_FAILED = """[Vector addition of 50000 elements]
 Failed to allocate device vector A (error code no CUDA-capable device is detected)!"""
 
-_WIDTH = 89  # the 580-era nvidia-smi table width
+_WIDTH = 91  # the 580-era nvidia-smi table width (measured on the H100 capture)
 
 
 def gpu_uuid(node: str, index: int) -> str:
@@ -33,7 +33,7 @@ def marketing_name(product_label: str) -> str:
 def nvidia_smi_table(node: str, spec: NodeSpec) -> str:
     """A default `nvidia-smi` table in the 580-era layout for the node's GPUs."""
     bar = "+" + "-" * 41 + "+" + "-" * 24 + "+" + "-" * 22 + "+"
-    head = f"| NVIDIA-SMI {spec.driver:<22} Driver Version: {spec.driver:<14} CUDA Version: {spec.cuda:<9}|"
+    head = f"| NVIDIA-SMI {spec.driver:<23}Driver Version: {spec.driver:<15}CUDA Version: {spec.cuda:<9}|"
     lines = [
         "+" + "-" * (_WIDTH - 2) + "+",
         head,
@@ -48,8 +48,8 @@ def nvidia_smi_table(node: str, spec: NodeSpec) -> str:
         bus = f"00000000:{0x18 + i * 0x10:02X}:00.0"
         mem = f"0MiB / {spec.memory_mib:>6}MiB"
         lines += [
-            f"| {i:>3}  {name:<28}  On  | {bus:>18} Off | {'0':>20} |",
-            f"| N/A   34C    P0             70W /  700W | {mem:>22} | {'0%':>9}      Default |",
+            f"| {i:>3}  {name:<31}On  | {bus:>18} Off | {'0':>20} |",
+            f"| N/A   34C    P0             70W /  700W | {mem:>22} | {'0%':>7}      Default |",
             f"|{'':41}|{'':24}| {'Disabled':>20} |",
             bar,
         ]

@@ -1,0 +1,60 @@
+"""kwok configuration generated from scenarios: exclusive stages, CRI logs keyed on the suite's pod names."""
+
+from pathlib import Path
+
+import pytest
+
+from gpu_conformance.sim import kwokconfig, outputs, scenario
+from gpu_conformance.sim.scenario import KNOWN_WORKLOADS
+from gpu_conformance.workloads import pod_name
+
+
+@pytest.fixture
+def fault_docs(tmp_path: Path) -> list[dict]:
+    sc = scenario.load(scenario.resolve("fault-vector-add"))
+    return kwokconfig.generate(sc.expanded(), tmp_path)
+
+
+def _completion_stages(docs: list[dict], workload: str) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {}
+    for d in docs:
+        name = d["metadata"]["name"]
+        if d["kind"] == "Stage" and name.startswith(f"pod-complete-{workload}-exit-"):
+            exprs = d["spec"]["selector"]["matchExpressions"]
+            nodes = next(e["values"] for e in exprs if e["key"] == ".spec.nodeName")
+            out[int(name.rsplit("-", 1)[1])] = set(nodes)
+    return out
+
+
+def test_each_node_has_exactly_one_completion_stage_per_workload(fault_docs: list[dict]) -> None:
+    for workload in KNOWN_WORKLOADS:
+        if workload == "notebook":
+            continue  # long-running: no completion stage
+        stages = _completion_stages(fault_docs, workload)
+        members = [n for nodes in stages.values() for n in nodes]
+        assert sorted(members) == ["vf-gpu-1", "vf-gpu-2"], workload
+
+
+def test_vector_add_fails_only_where_the_scenario_says(fault_docs: list[dict]) -> None:
+    assert _completion_stages(fault_docs, "vector-add") == {0: {"vf-gpu-1"}, 1: {"vf-gpu-2"}}
+    failed = next(d for d in fault_docs if d["metadata"]["name"] == "pod-complete-vector-add-exit-1")
+    template = failed["spec"]["next"]["statusTemplate"]
+    assert "exitCode: 1" in template and "phase: Failed" in template
+
+
+def test_logs_are_cri_lines_keyed_on_the_suite_pod_names(fault_docs: list[dict]) -> None:
+    logs = [d for d in fault_docs if d["kind"] == "ClusterLogs" and d["metadata"]["name"].startswith("vector-add-")]
+    by_pod = {name: Path(d["spec"]["logs"][0]["logsFile"]) for d in logs for name in d["spec"]["selector"]["matchNames"]}
+    assert set(by_pod) == {pod_name("vector-add", "vf-gpu-1"), pod_name("vector-add", "vf-gpu-2")}
+    passed = by_pod[pod_name("vector-add", "vf-gpu-1")].read_text().splitlines()
+    assert passed[-2].endswith(" stdout F Test PASSED")
+    assert all(line.split(" ", 3)[1:3] == ["stdout", "F"] for line in passed)
+    failed = by_pod[pod_name("vector-add", "vf-gpu-2")].read_text()
+    assert "Test PASSED" not in failed and "no CUDA-capable device" in failed
+
+
+def test_nodes_without_allocatable_gpus_fail_cuda_workloads_by_default() -> None:
+    sc = scenario.load(scenario.resolve("fault-allocatable-zero"))
+    specs = dict(sc.expanded())
+    assert outputs.behaviour("vector-add", "az-gpu-2", specs["az-gpu-2"]).exit_code == 1
+    assert outputs.behaviour("vector-add", "az-gpu-1", specs["az-gpu-1"]).exit_code == 0

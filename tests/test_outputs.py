@@ -1,0 +1,34 @@
+"""Simulated nvidia-smi output follows the real 580-era layout captured on an H100."""
+
+from pathlib import Path
+
+from gpu_conformance.sim import outputs
+from gpu_conformance.sim.scenario import NodeSpec
+
+CAPTURE = (Path(__file__).parent / "data" / "h100" / "nvidia-smi.txt").read_text().splitlines()[1:]  # drop the date
+
+
+def test_single_h100_table_matches_the_capture_layout() -> None:
+    table = outputs.nvidia_smi_table("n", NodeSpec(name="n", gpus=1, driver="580.159.04", cuda="13.0")).splitlines()
+    assert len(table) == len(CAPTURE)
+    for ours, real in zip(table, CAPTURE, strict=True):
+        assert len(ours) == len(real.rstrip()), (ours, real)
+    # Everything except per-GPU readings (bus id, temperature, power) is identical.
+    same = [i for i, (a, b) in enumerate(zip(table, CAPTURE)) if a == b.rstrip()]
+    assert len(same) == len(CAPTURE) - 2
+    assert table[1] == CAPTURE[1].rstrip()  # driver and CUDA version line
+
+
+def test_table_has_one_block_per_gpu_with_the_scenario_driver() -> None:
+    spec = NodeSpec(name="n", gpus=8, product="NVIDIA-A100-SXM4-80GB", driver="550.127.05", cuda="12.4")
+    table = outputs.nvidia_smi_table("n", spec)
+    assert "Driver Version: 550.127.05" in table and "CUDA Version: 12.4" in table
+    rows = [ln for ln in table.splitlines() if "NVIDIA A100-SXM4-80GB" in ln or "NVIDIA A100 SXM4 80GB" in ln]
+    assert len(rows) == 8
+
+
+def test_gpu_uuids_are_stable_and_distinct() -> None:
+    listing = outputs.nvidia_smi_list("node-a", NodeSpec(name="node-a", gpus=4)).splitlines()
+    uuids = [ln.split("UUID: ")[1].rstrip(")") for ln in listing]
+    assert len(set(uuids)) == 4
+    assert uuids[0] == outputs.gpu_uuid("node-a", 0) != outputs.gpu_uuid("node-b", 0)

@@ -1,0 +1,104 @@
+"""The pytest plugin, exercised through pytester: outcomes stay apart, markers are validated."""
+
+import json
+
+import pytest
+
+OUTCOMES = '''
+import pytest
+
+@pytest.mark.requirement("GPU-NODE-001")
+def test_pass():
+    pass
+
+@pytest.mark.requirement("GPU-NODE-001")
+def test_fail():
+    observed = 1
+    assert observed == 2, "GPU-NODE-001 node n1: expected 2, observed 1"
+
+@pytest.mark.requirement("GPU-NODE-001")
+def test_error():
+    raise RuntimeError("the API server went away")
+
+@pytest.mark.requirement("GPU-NODE-001")
+def test_skip():
+    pytest.skip("dcgm-exporter not installed")
+
+@pytest.fixture
+def broken():
+    raise ConnectionError("cannot list nodes")
+
+@pytest.mark.requirement("GPU-WL-001")
+def test_setup_error(broken):
+    pass
+
+@pytest.fixture
+def no_gpu_nodes():
+    pytest.fail("GPU-WL-001: expected at least one GPU node, observed 0", pytrace=False)
+
+@pytest.mark.requirement("GPU-WL-001")
+def test_fixture_verdict(no_gpu_nodes):
+    pass
+'''
+
+EXPECTED = {
+    "test_pass": ("passed", ""),
+    "test_fail": ("failed", "GPU-NODE-001 node n1: expected 2, observed 1"),
+    "test_error": ("error", "RuntimeError: the API server went away"),
+    "test_skip": ("skipped", "dcgm-exporter not installed"),
+    "test_setup_error": ("error", "ConnectionError: cannot list nodes"),
+    "test_fixture_verdict": ("failed", "GPU-WL-001: expected at least one GPU node, observed 0"),
+}
+
+
+def _statuses(summary: dict) -> dict[str, tuple[str, str]]:
+    return {r["nodeid"].split("::")[1]: (r["status"], r["message"]) for r in summary["results"]}
+
+
+@pytest.mark.parametrize("xdist", [False, True], ids=["single", "xdist"])
+def test_failed_error_and_skipped_stay_apart(pytester: pytest.Pytester, xdist: bool) -> None:
+    pytester.makepyfile(test_checks=OUTCOMES)
+    summary_path = pytester.path / "summary.json"
+    args = [f"--summary-json={summary_path}", "-p", "no:cacheprovider"] + (["-n", "2"] if xdist else [])
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    summary = json.loads(summary_path.read_text())
+    assert _statuses(summary) == EXPECTED
+    assert summary["totals"] == {"passed": 1, "failed": 2, "error": 2, "skipped": 1}
+    levels = {r["id"]: (r["title"], r["level"]) for r in summary["results"]}
+    assert levels["GPU-NODE-001"] == ("GPU capacity and allocatable advertised", "MUST")
+
+
+def test_unknown_requirement_id_fails_collection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile('import pytest\n@pytest.mark.requirement("GPU-XXX-999")\ndef test_x(): pass\n')
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown requirement id 'GPU-XXX-999'*"])
+
+
+def test_two_requirement_ids_on_one_check_fail_collection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        'import pytest\n@pytest.mark.requirement("GPU-NODE-001")\n@pytest.mark.requirement("GPU-WL-001")\n'
+        "def test_x(): pass\n"
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*declares 2 requirement ids; exactly one is allowed*"])
+
+
+def test_every_suite_check_declares_exactly_one_known_requirement() -> None:
+    import ast
+    from pathlib import Path
+
+    from gpu_conformance import catalogue
+
+    cat = catalogue.load()
+    seen = []
+    for path in sorted((Path(__file__).parent.parent / "suites").glob("test_*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("test_"):
+                ids = [d.args[0].value for d in node.decorator_list
+                       if isinstance(d, ast.Call) and getattr(d.func, "attr", "") == "requirement"]
+                assert len(ids) == 1 and ids[0] in cat, (path.name, node.name, ids)
+                seen.append(ids[0])
+    assert len(seen) == len(set(seen)) == len(cat.by_id)  # one check per requirement, none orphaned

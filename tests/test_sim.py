@@ -1,0 +1,92 @@
+"""The simulated cluster is a real control plane: the scheduler decides, kwok plays the kubelets."""
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import kr8s
+import pytest
+from kr8s.objects import Pod
+
+from gpu_conformance import runner
+from gpu_conformance.sim import binaries, scenario
+from gpu_conformance.sim.control_plane import SimCluster, process_status
+from gpu_conformance.waiting import wait_for
+from gpu_conformance.workloads import GPU_TOLERATION, pod_name, render
+
+
+@pytest.fixture
+def namespace(sim_api: kr8s.Api) -> Iterator[str]:
+    name = runner.create_namespace(sim_api, "simtest", "projtest")
+    yield name
+    runner.delete_namespace(sim_api, name)
+
+
+def test_every_process_runs_at_the_pinned_release(sim_cluster: SimCluster, sim_api: kr8s.Api) -> None:
+    state = sim_cluster.state()
+    assert state is not None
+    assert all(process_status(state).values())
+    assert sim_api.version()["gitVersion"] == f"v{binaries.KUBERNETES_VERSION}"
+    assert set(state.ports) >= {"etcd", "apiserver", "kwok"}
+
+
+def test_nodes_carry_the_scenario_resources_labels_and_taints(sim_api: kr8s.Api) -> None:
+    healthy = scenario.load(scenario.resolve("healthy"))
+    nodes = {n.name: n.raw for n in sim_api.get("nodes", label_selector=f"{scenario.SCENARIO_LABEL}=healthy")}
+    assert sorted(nodes) == sorted(n for n, _ in healthy.expanded())
+    h100 = nodes["gpu-h100-2"]
+    assert h100["status"]["capacity"]["nvidia.com/gpu"] == "8" == h100["status"]["allocatable"]["nvidia.com/gpu"]
+    assert h100["metadata"]["labels"]["nvidia.com/gpu.product"] == "NVIDIA-H100-80GB-HBM3"
+    assert h100["metadata"]["labels"]["nvidia.com/gpu.count"] == "8"
+    assert h100["metadata"]["labels"]["nvidia.com/cuda.driver.major"] == "580"
+    assert h100["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
+    assert "nvidia.com/gpu" not in nodes["cpu-1"]["status"]["capacity"]
+    ready = {c["type"]: c["status"] for c in h100["status"]["conditions"]}
+    assert ready["Ready"] == "True"
+
+
+def _run_one(api: kr8s.Api, namespace: str, node: str, tolerations: list[dict], gpus: int = 1) -> runner.PodState:
+    pod = render("vector-add", namespace=namespace, node=node, run_id="projtest", tolerations=tolerations, gpus=gpus)[0]
+    Pod(pod, api=api).create()
+    return wait_for(lambda: runner.pod_state(Pod.get(pod["metadata"]["name"], namespace=namespace, api=api).raw),
+                    lambda st: st.decided, what="pod to be decided", timeout=60)
+
+
+def test_scheduler_enforces_the_gpu_taint(sim_api: kr8s.Api, namespace: str) -> None:
+    state = _run_one(sim_api, namespace, "gpu-h100-1", tolerations=[])
+    assert state.phase == "Pending"
+    assert state.unschedulable is not None and "untolerated taint" in state.unschedulable
+
+
+def test_scheduler_enforces_gpu_resource_fit(sim_api: kr8s.Api, namespace: str) -> None:
+    state = _run_one(sim_api, namespace, "gpu-a100-1", tolerations=[GPU_TOLERATION], gpus=5)  # the node has 4
+    assert state.unschedulable is not None and "Insufficient nvidia.com/gpu" in state.unschedulable
+
+
+def test_tolerating_pod_runs_and_its_log_comes_through_the_api(sim_api: kr8s.Api, namespace: str) -> None:
+    state = _run_one(sim_api, namespace, "gpu-h100-1", tolerations=[GPU_TOLERATION])
+    assert (state.phase, state.exit_code) == ("Succeeded", 0)
+    logs = list(Pod.get(pod_name("vector-add", "gpu-h100-1"), namespace=namespace, api=sim_api).logs())
+    assert logs[-2:] == ["Test PASSED", "Done"]
+
+
+def test_up_again_is_idempotent(sim_cluster: SimCluster) -> None:
+    before = sim_cluster.state()
+    assert before is not None
+    scenarios = [scenario.load(scenario.resolve(n)) for n in before.scenario_names]
+    after = sim_cluster.up(scenarios)
+    assert after.pids == before.pids and after.ports == before.ports
+
+
+def test_down_stops_every_process_and_frees_every_port(tmp_path: Path) -> None:
+    import socket
+
+    sim = SimCluster(tmp_path / "sim")
+    small = scenario.Scenario(name="tiny", nodes=[scenario.NodeSpec(name="tiny-gpu", gpus=1)])
+    state = sim.up([small])
+    assert sim.is_up()
+    assert sim.down()
+    assert not any(process_status(state).values())
+    for port in state.ports.values():
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
+    assert not (tmp_path / "sim").exists()

@@ -1,0 +1,94 @@
+"""The suite end to end on the simulated cluster: every check passes on the healthy scenario and
+fails, naming the node, on the fault scenario built for it."""
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import kr8s
+
+from gpu_conformance.sim import scenario
+from gpu_conformance.waiting import wait_for
+
+HEALTHY_GPU_NODES = ["gpu-a100-1", "gpu-h100-1", "gpu-h100-2", "gpu-h100-3"]
+CHECKS = ["GPU-NODE-001", "GPU-WL-001"]
+
+
+def _by_check(summary: dict) -> dict[tuple[str, str], dict]:
+    return {(r["id"], r["node"]): r for r in summary["results"]}
+
+
+def test_healthy_scenario_passes_every_check_on_every_gpu_node(run_suite, sim_api: kr8s.Api) -> None:
+    code, summary, out, report_dir = run_suite("healthy", "--run-id=e2eheal")
+    assert code == 0, out
+    results = _by_check(summary)
+    assert sorted(results) == sorted((c, n) for c in CHECKS for n in HEALTHY_GPU_NODES)
+    assert {r["status"] for r in results.values()} == {"passed"}
+    assert summary["totals"] == {"passed": 8, "failed": 0, "error": 0, "skipped": 0}
+    # Every report is written.
+    assert (report_dir / "report.html").stat().st_size > 10_000
+    assert any((report_dir / "allure-results").glob("*-result.json"))
+    junit = ET.parse(report_dir / "junit.xml").getroot()
+    props = {p.get("value") for p in junit.iter("property") if p.get("name") == "requirement"}
+    assert props == set(CHECKS)
+    # Nothing the run created is left behind.
+    wait_for(lambda: [ns.name for ns in sim_api.get("namespaces", label_selector="gpu-conformance.io/run-id=e2eheal")],
+             lambda left: not left, what="the run's namespaces to be deleted", timeout=60)
+
+
+def test_allocatable_zero_fails_capacity_on_that_node_only(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-allocatable-zero")
+    assert code == 1, out
+    results = _by_check(summary)
+    bad = results[("GPU-NODE-001", "az-gpu-2")]
+    assert bad["status"] == "failed"
+    assert bad["message"].startswith("GPU-NODE-001 node az-gpu-2: expected allocatable nvidia.com/gpu == capacity (8), "
+                                      "observed capacity 8, allocatable 0.")
+    assert "Remediation:" in bad["message"]
+    assert results[("GPU-NODE-001", "az-gpu-1")]["status"] == "passed"
+    # The real scheduler refuses the vector-add pod there: a conformance failure, not an error.
+    wl = results[("GPU-WL-001", "az-gpu-2")]
+    assert wl["status"] == "failed" and "Insufficient nvidia.com/gpu" in wl["message"]
+    assert "FAILED GPU-NODE-001 az-gpu-2" in out
+
+
+def test_failing_vector_add_fails_that_node_only(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-vector-add")
+    assert code == 1, out
+    results = _by_check(summary)
+    bad = results[("GPU-WL-001", "vf-gpu-2")]
+    assert bad["status"] == "failed"
+    assert bad["message"].startswith("GPU-WL-001 node vf-gpu-2: expected phase Succeeded with exit code 0")
+    assert "exit code 1" in bad["message"] and "no CUDA-capable device" in bad["message"]
+    assert results[("GPU-WL-001", "vf-gpu-1")]["status"] == "passed"
+    assert {results[("GPU-NODE-001", n)]["status"] for n in ("vf-gpu-1", "vf-gpu-2")} == {"passed"}
+
+
+def test_no_gpu_nodes_is_a_failure_not_a_pass(run_suite) -> None:
+    code, summary, out, _ = run_suite("healthy", selector=f"{scenario.SCENARIO_LABEL}=healthy,!nvidia.com/gpu.present")
+    assert code == 1, out
+    assert {r["status"] for r in summary["results"]} == {"failed"}
+    assert all("0 GPU nodes among 2 nodes" in r["message"] for r in summary["results"])
+
+
+def test_parallel_run_gives_the_same_verdicts(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-vector-add", "-n", "2")
+    assert code == 1, out
+    statuses = {k: r["status"] for k, r in _by_check(summary).items()}
+    assert statuses == {("GPU-NODE-001", "vf-gpu-1"): "passed", ("GPU-NODE-001", "vf-gpu-2"): "passed",
+                        ("GPU-WL-001", "vf-gpu-1"): "passed", ("GPU-WL-001", "vf-gpu-2"): "failed"}
+
+
+def test_selecting_no_checks_is_a_usage_error(run_suite) -> None:
+    code, _, out, _ = run_suite("healthy", "-k", "no_such_check")
+    assert code == 2 and "no checks selected" in out
+
+
+def test_summary_schema_fields(run_suite, tmp_path: Path) -> None:
+    code, summary, out, report_dir = run_suite("fault-allocatable-zero", "-k", "capacity")
+    assert code == 1, out
+    doc = json.loads((report_dir / "summary.json").read_text())
+    assert doc["schema"] == "gpu-conformance/summary/v1"
+    for r in doc["results"]:
+        assert set(r) >= {"id", "title", "level", "node", "status", "message", "duration_s"}
+        assert r["status"] in ("passed", "failed", "skipped", "error")

@@ -1,0 +1,50 @@
+"""Workload manifests: pinned images, labels, GPU toleration, node pinning, overrides."""
+
+import re
+
+import pytest
+
+from gpu_conformance.errors import ConfigError
+from gpu_conformance.workloads import MANAGED_BY_LABEL, RUN_LABEL, WORKLOAD_DIR, default_images, pod_name, render
+
+WORKLOADS = sorted(p.stem for p in WORKLOAD_DIR.glob("*.yaml") if p.stem != "images")
+
+
+def test_every_workload_has_a_pinned_default_image() -> None:
+    images = default_images()
+    assert set(WORKLOADS) <= set(images)
+    for name, image in images.items():
+        assert re.search(r":[\w][\w.-]*$", image) and not image.endswith(":latest"), (name, image)
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_rendered_pods_are_labelled_pinned_and_tolerate_the_gpu_taint(workload: str) -> None:
+    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30})
+    pods = [d for d in docs if d["kind"] == "Pod"]
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["metadata"]["name"] == pod_name(workload, "gpu-1")
+    assert pod["metadata"]["labels"][MANAGED_BY_LABEL] == "gpu-conformance"
+    assert pod["metadata"]["labels"][RUN_LABEL] == "r1"
+    terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists"} in pod["spec"]["tolerations"]
+    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert pod["spec"]["containers"][0]["image"] == default_images()[workload]
+
+
+def test_images_can_be_overridden_for_private_registries() -> None:
+    pod = render("vector-add", namespace="ns", node="n", run_id="r", images={"vector-add": "registry.local/cuda:va-1"})[0]
+    assert pod["spec"]["containers"][0]["image"] == "registry.local/cuda:va-1"
+
+
+def test_unknown_workload_and_missing_values_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown workload 'matmul'"):
+        render("matmul", namespace="ns", node="n", run_id="r")
+    with pytest.raises(ConfigError, match="needs a value for duration_s"):
+        render("dcgmproftester", namespace="ns", node="n", run_id="r")
+
+
+def test_pod_names_are_valid_for_awkward_node_names() -> None:
+    assert pod_name("vector-add", "Node_A.example") == "vector-add-node-a.example"
+    assert len(pod_name("vector-add", "n" * 300)) == 253
