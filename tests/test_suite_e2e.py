@@ -92,3 +92,36 @@ def test_summary_schema_fields(run_suite, tmp_path: Path) -> None:
     for r in doc["results"]:
         assert set(r) >= {"id", "title", "level", "node", "status", "message", "duration_s"}
         assert r["status"] in ("passed", "failed", "skipped", "error")
+
+
+def test_workload_that_never_finishes_is_an_error_not_a_verdict(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-workload-hangs", "--workload-timeout=3")
+    assert code == 3, out
+    results = _by_check(summary)
+    wl = results[("GPU-WL-001", "hw-gpu-1")]
+    assert wl["status"] == "error"
+    assert "vector-add on node hw-gpu-1 was not decided within 3s" in wl["message"] and "phase Running" in wl["message"]
+    assert results[("GPU-NODE-001", "hw-gpu-1")]["status"] == "passed"
+
+
+def test_sigterm_mid_run_cleans_up_and_exits_3(sim_kubeconfig: Path, sim_api: kr8s.Api, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    run_id = "e2eterm"
+    cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={sim_kubeconfig}", f"--report-dir={tmp_path}",
+           f"--gpu-node-selector={scenario.SCENARIO_LABEL}=fault-workload-hangs", "--workload-timeout=120",
+           f"--run-id={run_id}", "-k", "vector_add"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Interrupt while the run's pod is live.
+        wait_for(lambda: [p.name for p in sim_api.get("pods", namespace=kr8s.ALL, label_selector=f"gpu-conformance.io/run-id={run_id}")],
+                 bool, what="the run's vector-add pod", timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, out
+    wait_for(lambda: [ns.name for ns in sim_api.get("namespaces", label_selector=f"gpu-conformance.io/run-id={run_id}")],
+             lambda left: not left, what="the interrupted run's namespaces to be deleted", timeout=60)

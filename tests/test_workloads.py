@@ -48,3 +48,9 @@ def test_unknown_workload_and_missing_values_are_config_errors() -> None:
 def test_pod_names_are_valid_for_awkward_node_names() -> None:
     assert pod_name("vector-add", "Node_A.example") == "vector-add-node-a.example"
     assert len(pod_name("vector-add", "n" * 300)) == 253
+
+
+def test_simulated_workloads_and_manifests_agree() -> None:
+    from gpu_conformance.sim.scenario import KNOWN_WORKLOADS
+
+    assert sorted(KNOWN_WORKLOADS) == WORKLOADS

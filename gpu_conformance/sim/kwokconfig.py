@@ -94,11 +94,11 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str
     now = dt.datetime.now(dt.timezone.utc)
     for workload in KNOWN_WORKLOADS:
         by_exit: dict[int, list[str]] = {}
-        running: list[str] = []
         by_output: dict[str, list[str]] = {}
         for node, spec in nodes:
             b = behaviour(workload, node, spec)
-            (running if b.keep_running else by_exit.setdefault(b.exit_code, [])).append(node)
+            if not b.keep_running:  # no completion stage: the pod stays Running
+                by_exit.setdefault(b.exit_code, []).append(node)
             by_output.setdefault(b.output or "", []).append(node)
         label = {"key": f'.metadata.labels["{WORKLOAD_LABEL}"]', "operator": "In", "values": [workload]}
         for code, members in sorted(by_exit.items()):

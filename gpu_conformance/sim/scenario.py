@@ -12,7 +12,7 @@ from gpu_conformance.yamlload import load_model
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_LABEL = "sim.gpu-conformance.io/scenario"
 # Workloads whose per-node behaviour a scenario can describe (file names in workloads/).
-KNOWN_WORKLOADS = ("vector-add", "nvidia-smi", "nvml-probe", "dcgmproftester", "notebook")
+KNOWN_WORKLOADS = ("vector-add", "nvidia-smi", "dcgmproftester", "notebook")
 
 
 class _Strict(BaseModel):
@@ -30,7 +30,7 @@ class WorkloadBehaviour(_Strict):
 
     exit_code: int = 0
     output: str | None = None
-    # For long-running workloads (notebook): stay Running instead of completing.
+    # Stay Running instead of completing (the notebook; or a hung workload).
     keep_running: bool = False
 
 
