@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from gpu_conformance import __version__
+from gpu_conformance import __version__, cli_tools
 from gpu_conformance.errors import ConfigError, ExitCode, GpuConformanceError
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     simsub.add_parser("build", help="build (or find) the control-plane binaries and cache them")
     simsub.add_parser("scenarios", help="list the bundled scenarios")
 
+    cli_tools.register(sub)
+
     clean = sub.add_parser("cleanup", help="delete namespaces left behind by earlier runs (by label)")
     clean.add_argument("--kubeconfig")
     clean.add_argument("--context")
@@ -73,6 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sim(args)
         if args.command == "cleanup":
             return _cleanup(args)
+        if args.command in cli_tools.COMMANDS:
+            return cli_tools.dispatch(args)
         parser.error(f"unknown command {args.command}")
     except GpuConformanceError as exc:
         if args.debug:

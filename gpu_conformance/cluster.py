@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import kr8s
-import yaml
 
 from gpu_conformance.errors import ClusterUnreachable, ConfigError
+from gpu_conformance.yamlload import read_yaml
 
 GPU_RESOURCE = "nvidia.com/gpu"
 LEGACY_GPU_RESOURCE = "alpha.kubernetes.io/nvidia-gpu"
@@ -87,6 +87,7 @@ class Target:
 
     kubeconfig: Path
     context: str | None = None
+    server: str = "(unknown server)"
 
 
 def resolve_target(kubeconfig: str | os.PathLike[str] | None, context: str | None) -> Target:
@@ -97,26 +98,16 @@ def resolve_target(kubeconfig: str | os.PathLike[str] | None, context: str | Non
         path = Path(os.environ["KUBECONFIG"].split(os.pathsep)[0]).expanduser()
     else:
         path = Path.home() / ".kube" / "config"
-    validate_kubeconfig(path, context)
-    return Target(path, context)
+    return Target(path, context, validate_kubeconfig(path, context))
 
 
-def validate_kubeconfig(path: Path, context: str | None) -> None:
-    """Raise ConfigError naming the problem with a kubeconfig file; never echo its contents."""
+def validate_kubeconfig(path: Path, context: str | None) -> str:
+    """The server URL of the chosen context; ConfigError names any problem, never the file's contents."""
     if not path.exists():
         raise ConfigError(f"kubeconfig {path}: file not found")
     if not path.is_file():
         raise ConfigError(f"kubeconfig {path}: not a regular file")
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigError(f"kubeconfig {path}: cannot read ({exc.strerror})") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"kubeconfig {path}{where}: not valid YAML") from None
+    data = read_yaml(path, "kubeconfig")
     if not isinstance(data, dict) or not isinstance(data.get("clusters"), list) or not data["clusters"]:
         raise ConfigError(f"kubeconfig {path}: no clusters defined (is this a kubeconfig file?)")
     contexts = {c.get("name"): c.get("context", {}) for c in data.get("contexts") or [] if isinstance(c, dict)}
@@ -128,10 +119,14 @@ def validate_kubeconfig(path: Path, context: str | None) -> None:
         clusters = {c.get("name"): c.get("cluster", {}) for c in data["clusters"] if isinstance(c, dict)}
         if cluster_name not in clusters:
             raise ConfigError(f"kubeconfig {path}: context {chosen!r} names cluster {cluster_name!r}, which is not defined")
-        if not (clusters[cluster_name] or {}).get("server"):
+        server = (clusters[cluster_name] or {}).get("server")
+        if not server:
             raise ConfigError(f"kubeconfig {path}: cluster {cluster_name!r} has no server URL")
-    elif chosen:
+        return str(server)
+    if chosen:
         raise ConfigError(f"kubeconfig {path}: current-context {chosen!r} is not defined")
+    # No context at all: kr8s falls back to the first cluster.
+    return str((data["clusters"][0] or {}).get("cluster", {}).get("server", "(unknown server)"))
 
 
 def connect(target: Target) -> kr8s.Api:
@@ -147,24 +142,14 @@ def connect(target: Target) -> kr8s.Api:
             raise ConfigError(
                 f"kubeconfig {target.kubeconfig}: the API server rejected the credentials (HTTP {code}); refresh or replace them"
             ) from None
-        raise ClusterUnreachable(f"API server {_server_of(target)} answered with an error: {exc}") from None
+        raise ClusterUnreachable(f"API server {target.server} answered with an error: {exc}") from None
     except (httpx.HTTPError, kr8s.APITimeoutError, OSError) as exc:
         raise ClusterUnreachable(
-            f"cannot reach the API server {_server_of(target)}: {type(exc).__name__}: {exc or 'no response'}"
+            f"cannot reach the API server {target.server}: {type(exc).__name__}: {exc or 'no response'}"
         ) from None
     except (ValueError, KeyError) as exc:
         raise ConfigError(f"kubeconfig {target.kubeconfig}: {exc}") from None
     return api
-
-
-def _server_of(target: Target) -> str:
-    try:
-        data = yaml.safe_load(target.kubeconfig.read_text())
-        ctx_name = target.context or data.get("current-context")
-        ctx = next(c["context"] for c in data["contexts"] if c["name"] == ctx_name)
-        return str(next(c["cluster"]["server"] for c in data["clusters"] if c["name"] == ctx["cluster"]))
-    except (OSError, yaml.YAMLError, KeyError, StopIteration, TypeError):
-        return "(unknown server)"
 
 
 def list_nodes(api: kr8s.Api, label_selector: str | None = None) -> list[NodeFacts]:

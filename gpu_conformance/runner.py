@@ -119,9 +119,10 @@ class PodOutcome:
     pod: str
     namespace: str
     state: PodState
-    logs: str = ""
-    events: tuple[str, ...] = ()
-    spec: Mapping[str, Any] = field(default_factory=dict)
+    # Evidence: kept out of repr so assertion introspection stays readable.
+    logs: str = field(default="", repr=False)
+    events: tuple[str, ...] = field(default=(), repr=False)
+    spec: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def decided(self) -> bool:

@@ -48,18 +48,23 @@ def _line_of(data: Any, loc: tuple[int | str, ...]) -> int | None:
     return line
 
 
-def load_model(path: Path, model: type[M], what: str) -> M:
-    """Load a YAML file into a pydantic model; raise ConfigError naming the bad key and line."""
+def read_yaml(path: Path, what: str, loader: type[yaml.SafeLoader] = yaml.SafeLoader) -> Any:
+    """Parse a YAML file; ConfigError names the file and line, never the file's contents."""
     try:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})") from None
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - SafeLoader subclass
+        return yaml.load(text, Loader=loader)  # noqa: S506 - always a SafeLoader (sub)class
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{what} {path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+        raise ConfigError(f"{what} {path}{where}: not valid YAML") from None
+
+
+def load_model(path: Path, model: type[M], what: str) -> M:
+    """Load a YAML file into a pydantic model; raise ConfigError naming the bad key and line."""
+    data = read_yaml(path, what, _LineLoader)
     if not isinstance(data, dict):
         raise ConfigError(f"{what} {path}: expected a mapping at the top level")
     try:

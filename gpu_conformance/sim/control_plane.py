@@ -21,6 +21,7 @@ from typing import Any
 import kr8s
 from kr8s.objects import Node
 
+from gpu_conformance.cluster import list_nodes
 from gpu_conformance.errors import SimError
 from gpu_conformance.sim import binaries, kwokconfig, pki
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
@@ -420,12 +421,7 @@ class SimCluster:
         wanted = set(names)
 
         def ready_nodes() -> set[str]:
-            ready = set()
-            for node in api.get("nodes", label_selector=SCENARIO_LABEL):
-                conds = {c["type"]: c["status"] for c in node.raw.get("status", {}).get("conditions", [])}
-                if conds.get("Ready") == "True":
-                    ready.add(node.name)
-            return ready
+            return {n.name for n in list_nodes(api, SCENARIO_LABEL) if n.ready}
 
         def default_sa() -> bool:
             return any(True for _ in api.get("serviceaccounts", "default", namespace="default"))
@@ -508,12 +504,9 @@ class SimCluster:
         }
         if out["up"]:
             try:
-                nodes = list(kr8s.api(kubeconfig=str(st.kubeconfig)).get("nodes"))
+                nodes = list_nodes(kr8s.api(kubeconfig=str(st.kubeconfig)))
                 out["nodes"] = len(nodes)
-                out["ready_nodes"] = sum(
-                    1 for n in nodes
-                    if any(c["type"] == "Ready" and c["status"] == "True" for c in n.raw.get("status", {}).get("conditions", []))
-                )
+                out["ready_nodes"] = sum(n.ready for n in nodes)
             except (kr8s.ServerError, OSError) as exc:
                 out["error"] = str(exc)
         return out
