@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", help="kubeconfig of the cluster (default: $KUBECONFIG, ~/.kube/config)")
     run.add_argument("--context", help="kubeconfig context (default: current-context)")
     run.add_argument("--report-dir", default="reports", help="where reports are written (default: reports/)")
+    run.add_argument("--profile", help="cluster profile (YAML): expected GPU nodes, counts, products, taints, images")
     run.add_argument("--gpu-node-selector", help="label selector limiting which nodes are considered")
     run.add_argument("--workload-timeout", type=float, help="seconds a workload pod may take to finish (default 300)")
     run.add_argument("--image", action="append", default=[], metavar="WORKLOAD=IMAGE", help="override a workload image")
@@ -54,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     simsub.add_parser("status", help="print the simulated cluster's state as JSON")
     simsub.add_parser("build", help="build (or find) the control-plane binaries and cache them")
     simsub.add_parser("scenarios", help="list the bundled scenarios")
+    mx = simsub.add_parser("matrix", help="run the suite on every bundled scenario and print the detection matrix")
+    mx.add_argument("--kubeconfig", type=Path, help="a running simulated cluster with every bundled scenario loaded "
+                                                  "(default: start a fresh one)")
+    mx.add_argument("--jobs", type=int, default=3, help="scenarios run at once (default 3)")
+    mx.add_argument("--write-readme", type=Path, metavar="README", help="replace the matrix section of this README")
 
     cli_tools.register(sub)
 
@@ -102,11 +108,14 @@ def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
 def _run(args: argparse.Namespace, extra: list[str]) -> int:
     import pytest
 
+    from gpu_conformance import profile as profiles
     from gpu_conformance.cluster import connect, resolve_target
 
     if not SUITES_DIR.is_dir():
         raise ConfigError(f"suites directory not found at {SUITES_DIR}; run from a gpu-conformance checkout (pip install -e .)")
     target = resolve_target(args.kubeconfig, args.context)
+    if args.profile:
+        profiles.load(Path(args.profile))  # a bad profile is a usage error (exit 2) before anything runs
     connect(target)  # fail fast with one line when the cluster is unreachable
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +132,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     ]
     if target.context:
         pytest_args.append(f"--context={target.context}")
+    if args.profile:
+        pytest_args.append(f"--profile={args.profile}")
     if args.gpu_node_selector:
         pytest_args.append(f"--gpu-node-selector={args.gpu_node_selector}")
     if args.workload_timeout:
@@ -199,6 +210,10 @@ def _sim(args: argparse.Namespace) -> int:
         for name, path in binaries.ensure(allow_build=False).paths.items():
             print(f"{name}: {path}")
         return 0
+    if args.sim_command == "matrix":
+        from gpu_conformance.sim import matrix
+
+        return matrix.main(args.kubeconfig, max(1, args.jobs), args.write_readme)
     if args.sim_command == "scenarios":
         for name in scenario.bundled():
             sc = scenario.load(scenario.resolve(name))

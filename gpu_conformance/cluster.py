@@ -35,6 +35,7 @@ class NodeFacts:
     name: str
     ready: bool
     unschedulable: bool
+    initialized: bool = True
     labels: Mapping[str, str] = field(default_factory=dict)
     taints: tuple[TaintFact, ...] = ()
     gpu_capacity: int | None = None
@@ -72,6 +73,7 @@ def node_facts(raw: Mapping[str, Any]) -> NodeFacts:
     return NodeFacts(
         name=meta["name"],
         ready=conditions.get("Ready") == "True",
+        initialized="Ready" in conditions,
         unschedulable=bool(spec.get("unschedulable", False)),
         labels=dict(meta.get("labels", {}) or {}),
         taints=tuple(TaintFact(t["key"], t.get("value"), t["effect"]) for t in spec.get("taints", []) or []),

@@ -13,13 +13,13 @@ import kr8s
 import pytest
 
 from gpu_conformance import __version__, catalogue, facts, runner
+from gpu_conformance import profile as profiles
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.summary import Result, outcome_of, write_summary
 
 NO_GPU_NODES = "no-gpu-nodes"
-DEFAULT_WORKLOAD_TIMEOUT_S = 300.0  # image pulls on a real cluster can take minutes
 
 
 @dataclass
@@ -28,6 +28,7 @@ class Session:
 
     kubeconfig: str | None
     context: str | None
+    profile: profiles.Profile
     node_selector: str | None
     workload_timeout: float
     images: dict[str, str]
@@ -67,8 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--kubeconfig", help="kubeconfig of the cluster under test (default: $KUBECONFIG, ~/.kube/config)")
     group.addoption("--context", help="kubeconfig context to use (default: current-context)")
     group.addoption("--gpu-node-selector", help="label selector limiting which nodes are considered, e.g. pool=gpu")
-    group.addoption("--workload-timeout", type=float, default=DEFAULT_WORKLOAD_TIMEOUT_S,
-                    help=f"seconds a workload pod may take to finish (default {DEFAULT_WORKLOAD_TIMEOUT_S:.0f})")
+    group.addoption("--profile", help="cluster profile (YAML) stating what the cluster is expected to be")
+    group.addoption("--workload-timeout", type=float,
+                    help=f"seconds a workload pod may take to finish (default: the profile's, "
+                         f"else {profiles.DEFAULT_WORKLOAD_TIMEOUT_S:.0f})")
     group.addoption("--image", action="append", default=[], metavar="WORKLOAD=IMAGE",
                     help="override a workload image, e.g. vector-add=registry.local/cuda-sample:vectoradd")
     group.addoption("--summary-json", help="write summary.json (one entry per check result) to this path")
@@ -78,15 +81,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the catalogue requirement a check verifies (exactly one per check)")
-    images: dict[str, str] = {}
+    try:
+        path = config.getoption("profile")
+        profile = profiles.load(Path(path)) if path else profiles.Profile()
+    except GpuConformanceError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    images = dict(profile.images)
     for item in config.getoption("image"):
         workload, sep, image = item.partition("=")
         if not sep or not workload or not image:
             raise pytest.UsageError(f"--image expects WORKLOAD=IMAGE, got {item!r}")
         images[workload] = image
-    timeout = config.getoption("workload_timeout")
+    timeout = config.getoption("workload_timeout") or profile.timeouts.workload_s
     if timeout <= 0:
         raise pytest.UsageError("--workload-timeout must be positive")
+    node_selector = config.getoption("gpu_node_selector") or profile.gpu_nodes.selector
     kubeconfig = config.getoption("kubeconfig")
     target = None
     if kubeconfig:
@@ -103,8 +112,8 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.run_id = runner.new_run_id()
     run_id = config.option.run_id
     cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json" if _is_worker(config) else None
-    sess = Session(kubeconfig, config.getoption("context"), config.getoption("gpu_node_selector"), timeout, images,
-                   run_id, cache, _target=target)
+    sess = Session(kubeconfig, config.getoption("context"), profile, node_selector, timeout, images, run_id, cache,
+                   _target=target)
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")

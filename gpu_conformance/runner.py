@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import kr8s
 from kr8s.objects import Namespace, Pod
 
 from gpu_conformance.waiting import WaitTimeout, wait_for
-from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, WORKLOAD_LABEL, pod_name, render
+from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
 
 # Transient API trouble while polling counts as "not yet", not as an answer.
 TRANSIENT = (kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)
@@ -81,11 +82,17 @@ class PodState:
     exit_code: int | None = None
     unschedulable: str | None = None
     reason: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
 
     @property
     def decided(self) -> bool:
         """Finished (Succeeded/Failed) or refused by the scheduler: the verdict is the cluster's."""
-        return self.phase in ("Succeeded", "Failed") or self.unschedulable is not None
+        return self.finished or self.unschedulable is not None
 
 
 ABSENT = PodState("Absent", reason="pod not found")
@@ -95,12 +102,18 @@ def pod_state(raw: Mapping[str, Any]) -> PodState:
     """Convert a Pod object (as a dict) into its PodState."""
     status = raw.get("status", {}) or {}
     exit_code = None
+    started = finished = None
     reason = str(status.get("reason", "") or "")
     for cs in status.get("containerStatuses", []) or []:
         state = cs.get("state", {}) or {}
         if "terminated" in state:
-            exit_code = state["terminated"].get("exitCode")
-            reason = reason or str(state["terminated"].get("reason", ""))
+            term = state["terminated"]
+            # The pod's exit code is its first failing container's, else 0.
+            if exit_code in (None, 0):
+                exit_code = term.get("exitCode")
+            reason = reason or str(term.get("reason", ""))
+            started = min(filter(None, [started, term.get("startedAt")]), default=None)
+            finished = max(filter(None, [finished, term.get("finishedAt")]), default=None)
         elif "waiting" in state:
             w = state["waiting"]
             reason = reason or f"{w.get('reason', '')}: {w.get('message', '')}".strip(": ")
@@ -108,7 +121,7 @@ def pod_state(raw: Mapping[str, Any]) -> PodState:
     for cond in status.get("conditions", []) or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             unschedulable = str(cond.get("message", "Unschedulable"))
-    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason)
+    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason, started, finished)
 
 
 @dataclass(frozen=True)
@@ -119,14 +132,17 @@ class PodOutcome:
     pod: str
     namespace: str
     state: PodState
+    # Reached a final state: finished, or refused by the scheduler for a reason that waiting cannot fix.
+    settled: bool = True
     # Evidence: kept out of repr so assertion introspection stays readable.
-    logs: str = field(default="", repr=False)
+    container_logs: Mapping[str, str] = field(default_factory=dict, repr=False)
     events: tuple[str, ...] = field(default=(), repr=False)
     spec: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @property
-    def decided(self) -> bool:
-        return self.state.decided
+    def logs(self) -> str:
+        """The log of the pod's (first) container."""
+        return next(iter(self.container_logs.values()), "")
 
     @property
     def succeeded(self) -> bool:
@@ -158,12 +174,91 @@ def events_by_object(api: kr8s.Api, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def _pod_logs(api: kr8s.Api, namespace: str, name: str) -> str:
+def _pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> dict[str, str]:
+    """Each container's log (a failure to fetch one is recorded as its text)."""
+    out = {}
+    for container in containers:
+        try:
+            pod = Pod.get(name, namespace=namespace, api=api)
+            out[container] = "\n".join(pod.logs(container=container, timeout=30))
+        except (kr8s.NotFoundError, *TRANSIENT) as exc:
+            out[container] = f"(logs unavailable: {type(exc).__name__}: {exc})"
+    return out
+
+
+def _instant(stamp: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def ran_together(a: PodState, b: PodState) -> bool | None:
+    """Whether two finished pods' run intervals overlap (None when a timestamp is missing).
+
+    Kubernetes timestamps have one-second resolution: pods that ran back to back may share the
+    second in which one ended and the other began, which is not an overlap.
+    """
+    if not (a.started_at and a.finished_at and b.started_at and b.finished_at):
+        return None
+    return _instant(a.started_at) < _instant(b.finished_at) and _instant(b.started_at) < _instant(a.finished_at)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def run_pods(
+    api: kr8s.Api,
+    pods: Mapping[K, tuple[str, Mapping[str, Any]]],
+    *,
+    namespace: str,
+    what: str,
+    timeout: float,
+    unschedulable_is_final: bool | Callable[[K, str], bool] = True,
+) -> dict[K, PodOutcome]:
+    """Create the pods (key -> (node, manifest)) in `namespace`, wait until each settles, collect evidence.
+
+    A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
+    says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
+    """
+    started = time.monotonic()
+    for _, manifest in pods.values():
+        Pod(dict(manifest), api=api).create()
+    _say(f"{what}: created {len(pods)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
+    names = {key: str(manifest["metadata"]["name"]) for key, (_, manifest) in pods.items()}
+
+    def observe() -> dict[str, PodState]:
+        return {str(p.name): pod_state(p.raw) for p in api.get("pods", namespace=namespace)}
+
+    def settled(key: K, st: PodState) -> bool:
+        if st.finished:
+            return True
+        if st.unschedulable is None:
+            return False
+        return unschedulable_is_final(key, st.unschedulable) if callable(unschedulable_is_final) else unschedulable_is_final
+
+    def undecided(states: Mapping[str, PodState]) -> list[str]:
+        return [n for k, n in names.items() if not settled(k, states.get(n, ABSENT))]
+
+    def summary(states: Mapping[str, PodState]) -> str:
+        left = undecided(states)
+        shown = ", ".join(f"{n}={states.get(n, ABSENT).phase}" for n in left[:10])
+        return f"{len(names) - len(left)}/{len(names)} settled; waiting for: {shown}"
+
     try:
-        pod = Pod.get(name, namespace=namespace, api=api)
-        return "\n".join(pod.logs(timeout=30))
-    except (kr8s.NotFoundError, *TRANSIENT) as exc:
-        return f"(logs unavailable: {type(exc).__name__}: {exc})"
+        states = wait_for(observe, lambda st: not undecided(st), what=f"{what} pods to finish",
+                          timeout=timeout, describe=summary, tolerate=TRANSIENT, max_interval=2.0)
+    except WaitTimeout as exc:
+        # Not every pod was decided in time: return what we saw; callers treat undecided pods as errors.
+        states = exc.last or {}
+    events = events_by_object(api, namespace)
+    outcomes: dict[K, PodOutcome] = {}
+    for key, (node, manifest) in pods.items():
+        name = names[key]
+        state = states.get(name, ABSENT)
+        containers = [c["name"] for c in manifest["spec"]["containers"]]
+        logs = _pod_logs(api, namespace, name, containers) if state.phase in ("Succeeded", "Failed", "Running") else {}
+        outcomes[key] = PodOutcome(node, name, namespace, state, settled(key, state), logs, tuple(events.get(name, [])), manifest)
+    done = sum(o.settled for o in outcomes.values())
+    _say(f"{what}: {done}/{len(outcomes)} pod(s) settled in {time.monotonic() - started:.1f}s")
+    return outcomes
 
 
 def run_per_node(
@@ -175,42 +270,27 @@ def run_per_node(
     run_id: str,
     timeout: float,
     images: Mapping[str, str] | None = None,
-    gpus: int = 1,
+    gpus: int | Mapping[str, int] = 1,
+    tolerations: list[dict[str, str]] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    allocatable: Mapping[str, int] | None = None,
 ) -> dict[str, PodOutcome]:
-    """Create one pod of `workload` pinned to each node, wait until each is decided, collect evidence."""
-    started = time.monotonic()
-    specs: dict[str, dict[str, Any]] = {}
+    """One pod of `workload` pinned to each node (GPU count fixed or per node), all settled together.
+
+    With `allocatable` (per node), a pod refused for Insufficient nvidia.com/gpu that could fit
+    once other pods release their GPUs is waited for; without it every refusal is final.
+    """
+    pods = {}
     for node in nodes:
-        for obj in render(workload, namespace=namespace, node=node, run_id=run_id, images=images, gpus=gpus):
-            Pod(obj, api=api).create()
-            specs[node] = obj
-    _say(f"{workload}: created {len(specs)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
-    by_name = {pod_name(workload, n): n for n in nodes}
+        count = gpus if isinstance(gpus, int) else gpus[node]
+        pod = render(workload, namespace=namespace, node=node, run_id=run_id, images=images, gpus=count,
+                     tolerations=tolerations, extra=extra)[0]
+        pods[node] = (node, pod)
 
-    def observe() -> dict[str, PodState]:
-        pods = api.get("pods", namespace=namespace, label_selector=f"{WORKLOAD_LABEL}={workload}")
-        return {str(p.name): pod_state(p.raw) for p in pods}
+    def final(node: str, message: str) -> bool:
+        if allocatable is None or "Insufficient nvidia.com/gpu" not in message:
+            return True
+        count = gpus if isinstance(gpus, int) else gpus[node]
+        return count > allocatable.get(node, 0)
 
-    def undecided(states: Mapping[str, PodState]) -> list[str]:
-        return [n for n in by_name if not states.get(n, ABSENT).decided]
-
-    def summary(states: Mapping[str, PodState]) -> str:
-        left = undecided(states)
-        shown = ", ".join(f"{n}={states.get(n, ABSENT).phase}" for n in left[:10])
-        return f"{len(by_name) - len(left)}/{len(by_name)} decided; undecided: {shown}"
-
-    try:
-        states = wait_for(observe, lambda st: not undecided(st), what=f"{workload} pods to finish",
-                          timeout=timeout, describe=summary, tolerate=TRANSIENT, max_interval=2.0)
-    except WaitTimeout as exc:
-        # Not every pod was decided in time: return what we saw; callers treat undecided pods as errors.
-        states = exc.last or {}
-    events = events_by_object(api, namespace)
-    outcomes: dict[str, PodOutcome] = {}
-    for name, node in by_name.items():
-        state = states.get(name, ABSENT)
-        logs = _pod_logs(api, namespace, name) if state.phase in ("Succeeded", "Failed", "Running") else ""
-        outcomes[node] = PodOutcome(node, name, namespace, state, logs, tuple(events.get(name, [])), specs[node])
-    decided = sum(o.decided for o in outcomes.values())
-    _say(f"{workload}: {decided}/{len(outcomes)} pod(s) decided in {time.monotonic() - started:.1f}s")
-    return outcomes
+    return run_pods(api, pods, namespace=namespace, what=workload, timeout=timeout, unschedulable_is_final=final)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,30 +28,35 @@ def default_images() -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()}
 
 
-def pod_name(workload: str, node: str) -> str:
-    """Per-node workload pods are named `<workload>-<node>` (DNS-1123, at most 253 characters)."""
-    name = re.sub(r"[^a-z0-9.-]", "-", f"{workload}-{node}".lower())
+def pod_name(workload: str, node: str, variant: str = "") -> str:
+    """Per-node workload pods are named `<workload>[-<variant>]-<node>` (DNS-1123, at most 253 characters)."""
+    base = f"{workload}-{variant}" if variant else workload
+    name = re.sub(r"[^a-z0-9.-]", "-", f"{base}-{node}".lower())
     return name[:_MAX_NAME].rstrip("-.")
 
 
-def pin_to_node(node: str) -> dict[str, Any]:
-    """Node affinity on metadata.name: the scheduler still decides fit, taints and resources."""
-    term = {"matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]}
-    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}}
+def pin_to_nodes(nodes: Sequence[str]) -> dict[str, Any]:
+    """Node affinity on metadata.name: the scheduler still decides fit, taints and resources.
+
+    A metadata.name field selector takes exactly one value, so each node is its own (ORed) term.
+    """
+    terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [n]}]} for n in nodes]
+    return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
 
 
 def render(
     workload: str,
     *,
     namespace: str,
-    node: str,
+    node: str | Sequence[str],
     run_id: str,
     images: Mapping[str, str] | None = None,
     gpus: int = 1,
     tolerations: list[dict[str, str]] | None = None,
     extra: Mapping[str, Any] | None = None,
+    variant: str = "",
 ) -> list[dict[str, Any]]:
-    """Render workloads/<workload>.yaml for one node into API objects."""
+    """Render workloads/<workload>.yaml for one node (or a pod that may land on any of several) into API objects."""
     path = WORKLOAD_DIR / f"{workload}.yaml"
     if not path.is_file():
         raise ConfigError(f"unknown workload {workload!r} (no {path})")
@@ -60,10 +65,10 @@ def render(
         raise ConfigError(f"no image configured for workload {workload!r}")
     labels = {MANAGED_BY_LABEL: MANAGED_BY, WORKLOAD_LABEL: workload, RUN_LABEL: run_id}
     values: dict[str, Any] = {
-        "name": pod_name(workload, node),
+        "name": pod_name(workload, node if isinstance(node, str) else "any", variant),
         "namespace": namespace,
         "labels": labels,
-        "affinity": pin_to_node(node),
+        "affinity": pin_to_nodes([node] if isinstance(node, str) else node),
         "tolerations": tolerations if tolerations is not None else [GPU_TOLERATION],
         "image": image,
         "gpus": gpus,

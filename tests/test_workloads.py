@@ -19,7 +19,7 @@ def test_every_workload_has_a_pinned_default_image() -> None:
 
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_rendered_pods_are_labelled_pinned_and_tolerate_the_gpu_taint(workload: str) -> None:
-    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30})
+    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30, "hold_s": 5})
     pods = [d for d in docs if d["kind"] == "Pod"]
     assert len(pods) == 1
     pod = pods[0]
@@ -29,8 +29,10 @@ def test_rendered_pods_are_labelled_pinned_and_tolerate_the_gpu_taint(workload: 
     terms = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     assert terms == [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["gpu-1"]}]}]
     assert {"key": "nvidia.com/gpu", "operator": "Exists"} in pod["spec"]["tolerations"]
-    assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert pod["spec"]["containers"][0]["image"] == default_images()[workload]
+    limits = [c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu") for c in pod["spec"]["containers"]]
+    # The no-GPU isolation probe must request nothing; every other workload's first container requests 1.
+    assert limits == ({"isolation-nogpu": [None], "isolation-pair": [1, None]}.get(workload) or [1])
+    assert {c["image"] for c in pod["spec"]["containers"]} == {default_images()[workload]}
 
 
 def test_images_can_be_overridden_for_private_registries() -> None:
@@ -41,7 +43,7 @@ def test_images_can_be_overridden_for_private_registries() -> None:
 def test_unknown_workload_and_missing_values_are_config_errors() -> None:
     with pytest.raises(ConfigError, match="unknown workload 'matmul'"):
         render("matmul", namespace="ns", node="n", run_id="r")
-    with pytest.raises(ConfigError, match="needs a value for duration_s"):
+    with pytest.raises(ConfigError, match="needs a value for duration_s"):  # noqa: PT012
         render("dcgmproftester", namespace="ns", node="n", run_id="r")
 
 

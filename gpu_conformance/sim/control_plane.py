@@ -21,9 +21,10 @@ from typing import Any
 import kr8s
 from kr8s.objects import Node
 
-from gpu_conformance.cluster import list_nodes
+from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
 from gpu_conformance.errors import SimError
 from gpu_conformance.sim import binaries, kwokconfig, pki
+from gpu_conformance.sim.kwokconfig import NOT_READY_LABEL
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
 from gpu_conformance.waiting import WaitTimeout, wait_for
 
@@ -208,6 +209,8 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
         "type": "kwok",
         SCENARIO_LABEL: scenario,
     }
+    if not spec.ready:
+        labels[NOT_READY_LABEL] = "true"
     if spec.gpus > 0 and spec.gfd_labels:
         drv = (spec.driver.split(".") + ["0", "0"])[:3]
         cuda = (spec.cuda.split(".") + ["0"])[:2]
@@ -227,9 +230,11 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
     labels.update(spec.labels)
     capacity = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods)}
     allocatable = dict(capacity)
-    if spec.gpus > 0 or spec.allocatable_gpus:
-        capacity["nvidia.com/gpu"] = str(spec.gpus)
+    if spec.capacity > 0 or spec.allocatable_gpus:
+        capacity["nvidia.com/gpu"] = str(spec.capacity)
         allocatable["nvidia.com/gpu"] = str(spec.allocatable)
+    if spec.legacy_gpus:
+        capacity[LEGACY_GPU_RESOURCE] = allocatable[LEGACY_GPU_RESOURCE] = str(spec.legacy_gpus)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -336,7 +341,7 @@ class SimCluster:
                 _say(f"started {name} (pid {st.pids[name]})")
                 self._wait_process(name, st)
             self._create_nodes(st, nodes)
-            self._wait_ready(st, [n for n, _, _ in nodes])
+            self._wait_ready(st, nodes)
         except BaseException:
             _say("start-up failed; stopping what was started")
             self.down(quiet=True, keep_logs=True)
@@ -416,18 +421,24 @@ class SimCluster:
             # The API server drops status on create: set capacity/allocatable through the status subresource.
             node.patch({"status": manifest["status"]}, subresource="status")
 
-    def _wait_ready(self, st: SimState, names: list[str]) -> None:
+    def _wait_ready(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
+        """Wait until kwok has initialized every node: Ready, or NotReady where the scenario says so."""
         api = kr8s.api(kubeconfig=str(st.kubeconfig))
-        wanted = set(names)
+        wanted = {n for n, _, _ in nodes}
+        should_be_ready = {n: spec.ready for n, spec, _ in nodes}
 
         def ready_nodes() -> set[str]:
-            return {n.name for n in list_nodes(api, SCENARIO_LABEL) if n.ready}
+            # "ready" here: in the state the scenario asks for.
+            return {
+                n.name for n in list_nodes(api, SCENARIO_LABEL)
+                if n.name in should_be_ready and n.ready == should_be_ready[n.name] and n.initialized
+            }
 
         def default_sa() -> bool:
             return any(True for _ in api.get("serviceaccounts", "default", namespace="default"))
 
         try:
-            wait_for(ready_nodes, lambda r: wanted <= r, what=f"{len(wanted)} simulated nodes to be Ready",
+            wait_for(ready_nodes, lambda r: wanted <= r, what=f"{len(wanted)} simulated nodes to be Ready and initialized",
                      timeout=NODES_READY_TIMEOUT_S, describe=lambda r: f"{len(r & wanted)}/{len(wanted)} Ready; not ready: {sorted(wanted - r)[:5]}",
                      tolerate=(kr8s.ServerError, OSError))
             # The controller-manager creates the default ServiceAccount: proof it is working.
@@ -448,7 +459,7 @@ class SimCluster:
         wait_for(lambda: [n.name for n in api.get("nodes", label_selector=SCENARIO_LABEL)], lambda ns: not ns,
                  what="old simulated nodes to be deleted", timeout=START_TIMEOUT_S)
         self._create_nodes(st, nodes)
-        self._wait_ready(st, [n for n, _, _ in nodes])
+        self._wait_ready(st, nodes)
         new = SimState(st.state_dir, st.ports, st.pids, st.binaries, digest, [s.name for s in scenarios], st.kubernetes_version)
         new.save()
         return new

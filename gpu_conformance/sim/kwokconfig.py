@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 from pathlib import Path
@@ -10,12 +11,15 @@ from typing import Any
 import yaml
 
 from gpu_conformance.sim.outputs import behaviour
-from gpu_conformance.sim.scenario import KNOWN_WORKLOADS, NodeSpec
+from gpu_conformance.sim.scenario import CONTAINERS, KNOWN_WORKLOADS, NodeSpec
 # kwok serves logs by pod name: the simulator keys them on the names the suite gives its pods.
 from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
+
+NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
 _STAGES = Path(__file__).parent / "stages" / "base.yaml"
 
 _COMPLETE_TEMPLATE = """{{{{ $now := Now }}}}
+{{{{ $started := or .status.startTime $now }}}}
 containerStatuses:
 {{{{ range .spec.containers }}}}
 - image: {{{{ .image | Quote }}}}
@@ -30,7 +34,7 @@ containerStatuses:
       exitCode: {exit_code}
       finishedAt: {{{{ $now | Quote }}}}
       reason: {reason}
-      startedAt: {{{{ $now | Quote }}}}
+      startedAt: {{{{ $started | Quote }}}}
 {{{{ end }}}}
 conditions:
 - lastTransitionTime: {{{{ $now | Quote }}}}
@@ -55,7 +59,7 @@ _NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist
 _RUN_TO_COMPLETION = {"key": ".spec.restartPolicy", "operator": "In", "values": ["Never", "OnFailure"]}
 
 
-def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]]) -> dict[str, Any]:
+def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]], delay_ms: int = 300) -> dict[str, Any]:
     template = _COMPLETE_TEMPLATE.format(
         exit_code=exit_code,
         reason="Completed" if exit_code == 0 else "Error",
@@ -68,10 +72,21 @@ def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]]) -> d
         "spec": {
             "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
             "selector": {"matchExpressions": [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra]},
-            "delay": {"durationMilliseconds": 300},
+            "delay": {"durationMilliseconds": delay_ms},
             "next": {"statusTemplate": template},
         },
     }
+
+
+def _not_ready_stage(initialize: dict[str, Any]) -> dict[str, Any]:
+    """node-initialize's twin for nodes labelled not-ready: same template, exclusive selector."""
+    stage = copy.deepcopy(initialize)
+    stage["metadata"]["name"] = "node-initialize-not-ready"
+    stage["spec"]["selector"]["matchExpressions"] = [
+        {"key": '.status.conditions.[] | select( .type == "Ready" ) | .status', "operator": "NotIn", "values": ["False"]},
+        {"key": f'.metadata.labels["{NOT_READY_LABEL}"]', "operator": "In", "values": ["true"]},
+    ]
+    return stage
 
 
 def _cri_log(text: str, when: dt.datetime) -> str:
@@ -82,6 +97,7 @@ def _cri_log(text: str, when: dt.datetime) -> str:
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
     docs: list[dict[str, Any]] = list(yaml.safe_load_all(_STAGES.read_text()))
+    docs.append(_not_ready_stage(next(d for d in docs if d["metadata"]["name"] == "node-initialize")))
     # Pods that are not suite workloads run to completion successfully.
     docs.append(
         _complete_stage(
@@ -93,33 +109,43 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str
     logs_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     for workload in KNOWN_WORKLOADS:
-        by_exit: dict[int, list[str]] = {}
-        by_output: dict[str, list[str]] = {}
+        by_end: dict[tuple[int, int], list[str]] = {}
+        containers: tuple[str | None, ...] = CONTAINERS.get(workload, (None,))
+        # Nodes grouped by the (container -> log file) mapping their pod gets.
+        by_logs: dict[tuple[tuple[str | None, str], ...], list[str]] = {}
         for node, spec in nodes:
             b = behaviour(workload, node, spec)
             if not b.keep_running:  # no completion stage: the pod stays Running
-                by_exit.setdefault(b.exit_code, []).append(node)
-            by_output.setdefault(b.output or "", []).append(node)
+                by_end.setdefault((b.exit_code, round(b.duration_s * 1000)), []).append(node)
+            files = tuple(
+                (c, _log_file(logs_dir, workload, behaviour(workload, node, spec, c).output or "", now)) for c in containers
+            )
+            by_logs.setdefault(files, []).append(node)
         label = {"key": f'.metadata.labels["{WORKLOAD_LABEL}"]', "operator": "In", "values": [workload]}
-        for code, members in sorted(by_exit.items()):
+        for (code, delay_ms), members in sorted(by_end.items()):
             on = {"key": ".spec.nodeName", "operator": "In", "values": sorted(members)}
-            docs.append(_complete_stage(f"pod-complete-{workload}-exit-{code}", code, [label, on]))
-        for text, members in by_output.items():
-            digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-            path = logs_dir / f"{workload}-{digest}.log"
-            path.write_text(_cri_log(text, now))
+            name = f"pod-complete-{workload}-exit-{code}-after-{delay_ms}ms"
+            docs.append(_complete_stage(name, code, [label, on], delay_ms))
+        for files, members in by_logs.items():
+            digest = hashlib.sha256(repr(files).encode()).hexdigest()[:16]
+            logs = [{"logsFile": path} | ({"containers": [c]} if c else {}) for c, path in files]
             docs.append(
                 {
                     "apiVersion": "kwok.x-k8s.io/v1alpha1",
                     "kind": "ClusterLogs",
                     "metadata": {"name": f"{workload}-{digest}"},
-                    "spec": {
-                        "selector": {"matchNames": sorted(pod_name(workload, n) for n in members)},
-                        "logs": [{"logsFile": str(path)}],
-                    },
+                    "spec": {"selector": {"matchNames": sorted(pod_name(workload, n) for n in members)}, "logs": logs},
                 }
             )
     return docs
+
+
+def _log_file(logs_dir: Path, workload: str, text: str, now: dt.datetime) -> str:
+    """Write (once) a CRI log file holding `text`; returns its path."""
+    path = logs_dir / f"{workload}-{hashlib.sha256(text.encode()).hexdigest()[:16]}.log"
+    if not path.exists():
+        path.write_text(_cri_log(text, now))
+    return str(path)
 
 
 def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> None:

@@ -72,19 +72,49 @@ def nvidia_smi_list(node: str, spec: NodeSpec) -> str:
     return "\n".join(f"GPU {i}: {name} (UUID: {gpu_uuid(node, i)})" for i in range(spec.gpus))
 
 
-def behaviour(workload: str, node: str, spec: NodeSpec) -> WorkloadBehaviour:
-    """The scenario's explicit behaviour for a workload, or the default for a node like this one."""
+NO_DEVICES = "No devices were found"
+from gpu_conformance.isolation import LISTED_MARKER  # the isolation workloads print it after `nvidia-smi -L`
+NVIDIA_SMI_FAILED = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
+# Default run time per workload: gpu-hold must stay up long enough for overlap to be observable.
+DEFAULT_DURATION_S = {"gpu-hold": 3.0}
+
+
+def visible_gpus(spec: NodeSpec, requested: int) -> int:
+    """How many GPUs a pod that requested `requested` sees on this node."""
+    return spec.gpus if spec.isolation == "leaky" else min(requested, spec.gpus)
+
+
+def _listing(node: str, spec: NodeSpec, requested: int) -> str:
+    n = visible_gpus(spec, requested)
+    listed = "\n".join(nvidia_smi_list(node, spec).splitlines()[:n]) if n else NO_DEVICES
+    return f"{listed}\n{LISTED_MARKER}"
+
+
+def _default_output(workload: str, node: str, spec: NodeSpec, container: str | None, exit_code: int) -> str:
+    if workload == "vector-add":
+        return VECTOR_ADD_PASSED if exit_code == 0 else VECTOR_ADD_FAILED
+    if workload == "nvidia-smi":
+        # The suite's nvidia-smi pod requests one GPU.
+        one = spec.model_copy(update={"gpus": visible_gpus(spec, 1)})
+        return nvidia_smi_table(node, one) if exit_code == 0 else NVIDIA_SMI_FAILED
+    if workload == "isolation-nogpu" or (workload == "isolation-pair" and container == "without-gpu"):
+        return _listing(node, spec, 0)
+    if workload in ("isolation-pair", "gpu-hold"):
+        return _listing(node, spec, 1 if workload == "isolation-pair" else spec.gpus)
+    if workload == "notebook":
+        return "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
+    return f"{workload}: simulated run completed"
+
+
+def behaviour(workload: str, node: str, spec: NodeSpec, container: str | None = None) -> WorkloadBehaviour:
+    """The scenario's explicit behaviour for a workload (container), or the default for a node like this one."""
     explicit = spec.workloads.get(workload)
     if explicit is not None and explicit.output is not None:
         return explicit
     exit_code = explicit.exit_code if explicit is not None else (0 if spec.allocatable > 0 else 1)
+    if workload in ("isolation-nogpu", "isolation-pair") and explicit is None:
+        exit_code = 0  # they request no GPU (or print whatever they see) and always exit 0
     keep = explicit.keep_running if explicit is not None else workload == "notebook"
-    if workload == "vector-add":
-        text = VECTOR_ADD_PASSED if exit_code == 0 else VECTOR_ADD_FAILED
-    elif workload == "nvidia-smi":
-        text = nvidia_smi_table(node, spec) if exit_code == 0 else "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
-    elif workload == "notebook":
-        text = "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
-    else:
-        text = f"{workload}: simulated run completed"
-    return WorkloadBehaviour(exit_code=exit_code, output=text, keep_running=keep)
+    duration = explicit.duration_s if explicit is not None else DEFAULT_DURATION_S.get(workload, 0.3)
+    text = _default_output(workload, node, spec, container, exit_code)
+    return WorkloadBehaviour(exit_code=exit_code, output=text, keep_running=keep, duration_s=duration)

@@ -7,12 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from gpu_conformance.profile import Profile
 from gpu_conformance.yamlload import load_model
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_LABEL = "sim.gpu-conformance.io/scenario"
 # Workloads whose per-node behaviour a scenario can describe (file names in workloads/).
-KNOWN_WORKLOADS = ("vector-add", "nvidia-smi", "dcgmproftester", "notebook")
+KNOWN_WORKLOADS = (
+    "vector-add", "nvidia-smi", "gpu-hold", "isolation-nogpu", "isolation-pair", "dcgmproftester", "notebook",
+)
+# Workloads whose pod has several containers with their own output.
+CONTAINERS = {"isolation-pair": ("with-gpu", "without-gpu")}
 
 
 class _Strict(BaseModel):
@@ -32,6 +37,8 @@ class WorkloadBehaviour(_Strict):
     output: str | None = None
     # Stay Running instead of completing (the notebook; or a hung workload).
     keep_running: bool = False
+    # How long the pod runs before it completes.
+    duration_s: float = Field(default=0.3, ge=0, le=3600)
 
 
 class NodeSpec(_Strict):
@@ -39,8 +46,17 @@ class NodeSpec(_Strict):
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=200)
     replicas: int = Field(default=1, ge=1, le=10000)
+    # Physical GPUs: the GFD count label and what nvidia-smi shows.
     gpus: int = Field(default=0, ge=0, le=64)
+    # What the device plugin advertises as capacity (default: gpus) and allocatable (default: capacity).
+    advertised_gpus: int | None = Field(default=None, ge=0, le=1024)
     allocatable_gpus: int | None = Field(default=None, ge=0)
+    # Only the pre-device-plugin resource alpha.kubernetes.io/nvidia-gpu (legacy clusters).
+    legacy_gpus: int = Field(default=0, ge=0, le=64)
+    ready: bool = True
+    # strict: a pod sees exactly the GPUs it requested; leaky: every pod on the node sees all GPUs
+    # (the NVIDIA_VISIBLE_DEVICES=all hole of the environment-variable device strategy).
+    isolation: Literal["strict", "leaky"] = "strict"
     product: str = "NVIDIA-H100-80GB-HBM3"
     memory_mib: int = 81559
     driver: str = "580.159.04"
@@ -67,14 +83,25 @@ class NodeSpec(_Strict):
         return [f"{self.name}-{i}" for i in range(1, self.replicas + 1)]
 
     @property
+    def capacity(self) -> int:
+        return self.gpus if self.advertised_gpus is None else self.advertised_gpus
+
+    @property
     def allocatable(self) -> int:
-        return self.gpus if self.allocatable_gpus is None else self.allocatable_gpus
+        return self.capacity if self.allocatable_gpus is None else self.allocatable_gpus
 
 
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     description: str = ""
     nodes: list[NodeSpec] = Field(min_length=1)
+    # The profile the suite runs with against this scenario (the detection matrix uses it).
+    profile: Profile = Profile()
+    # Exactly the check results this scenario must make fail: "REQ-ID@node", or "REQ-ID" for
+    # checks that are not per node. Every other result must pass or be skipped.
+    expect_failures: list[str] = []
+    # Results the suite must report as errors (it cannot decide), in the same form.
+    expect_errors: list[str] = []
 
     @model_validator(mode="after")
     def _unique_names(self) -> Scenario:
@@ -85,6 +112,15 @@ class Scenario(_Strict):
                     raise ValueError(f"node name {n!r} appears twice")
                 seen.add(n)
         return self
+
+    @field_validator("expect_failures", "expect_errors")
+    @classmethod
+    def _well_formed(cls, value: list[str]) -> list[str]:
+        for item in value:
+            req, _, node = item.partition("@")
+            if not req.startswith("GPU-") or (node == "" and "@" in item):
+                raise ValueError(f"{item!r}: expected REQ-ID@node or REQ-ID")
+        return value
 
     def expanded(self) -> list[tuple[str, NodeSpec]]:
         """Every node of the scenario with the spec it came from."""

@@ -1,0 +1,95 @@
+"""The cluster profile: what the operator expects of their GPU cluster. Absent keys mean
+auto-detection and defaults."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from gpu_conformance.yamlload import load_model
+
+DevicePluginFlavour = Literal["auto", "nvidia-device-plugin", "gpu-operator", "gke"]
+DEFAULT_WORKLOAD_TIMEOUT_S = 300.0  # image pulls on a real cluster can take minutes
+DEFAULT_SCHEDULING_TIMEOUT_S = 60.0  # a pod the scheduler can place is bound within seconds
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GpuNodes(_Strict):
+    """How GPU nodes are selected."""
+
+    # Server-side label selector; empty = every node with nvidia.com/gpu or nvidia.com/gpu.present=true.
+    selector: str | None = None
+
+
+class NodeGroup(_Strict):
+    """Expectations for the GPU nodes whose labels include `match_labels`."""
+
+    name: str = Field(min_length=1)
+    match_labels: dict[str, str] = Field(min_length=1)
+    gpu_count: int | None = Field(default=None, ge=1, le=64)
+    product: str | None = Field(default=None, min_length=1)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return all(labels.get(k) == v for k, v in self.match_labels.items())
+
+
+class Taints(_Strict):
+    """Whether GPU nodes must carry a taint that keeps non-GPU pods off them."""
+
+    required: bool = False
+    key: str = "nvidia.com/gpu"
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
+
+
+class Timeouts(_Strict):
+    workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0)
+    scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0)
+
+
+class Profile(_Strict):
+    """A cluster profile (all keys optional)."""
+
+    gpu_nodes: GpuNodes = GpuNodes()
+    groups: list[NodeGroup] = []
+    taints: Taints = Taints()
+    device_plugin: DevicePluginFlavour = "auto"
+    images: dict[str, str] = {}
+    timeouts: Timeouts = Timeouts()
+
+    def group_of(self, labels: Mapping[str, str]) -> NodeGroup | None:
+        """The first group whose labels a node carries."""
+        return next((g for g in self.groups if g.matches(labels)), None)
+
+
+def load(path: Path) -> Profile:
+    """Load and validate a profile file; ConfigError names the file, key, line and problem."""
+    return load_model(path, Profile, "profile")
+
+
+GPU_COUNT_LABEL = "nvidia.com/gpu.count"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def expected_gpu_count(profile: Profile, labels: Mapping[str, str]) -> tuple[int | None, str]:
+    """How many physical GPUs a node should have, and where that expectation comes from."""
+    group = profile.group_of(labels)
+    if group is not None and group.gpu_count is not None:
+        return group.gpu_count, f"profile group {group.name!r}"
+    raw = labels.get(GPU_COUNT_LABEL)
+    if raw is not None and raw.isdigit():
+        return int(raw), f"label {GPU_COUNT_LABEL}"
+    return None, f"no profile group with gpu_count matches and label {GPU_COUNT_LABEL} is absent"
+
+
+def expected_product(profile: Profile, labels: Mapping[str, str]) -> tuple[str | None, str]:
+    """The GPU product a node should carry per the profile, and which group says so."""
+    group = profile.group_of(labels)
+    if group is not None and group.product is not None:
+        return group.product, f"profile group {group.name!r}"
+    return None, "the profile sets no expected product for this node"
