@@ -157,6 +157,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             # On every report of the item: JUnit properties, and the xdist controller's recorder.
             callspec = getattr(item, "callspec", None)
             node = callspec.params.get("gpu_node_name") if callspec else None
+            node = None if node == NO_GPU_NODES else node
             item.user_properties += [("requirement", req.id), ("node", node or "")]
 
 
@@ -194,9 +195,9 @@ def requirement(request: pytest.FixtureRequest) -> Requirement:
 
 
 @pytest.fixture
-def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, requirement: Requirement) -> NodeFacts:
-    """The GPU node this check instance is about; with no GPU nodes at all, the check fails."""
-    if gpu_node_name == NO_GPU_NODES:
+def gpu_nodes(cluster_facts: facts.ClusterFacts, requirement: Requirement) -> tuple[NodeFacts, ...]:
+    """Every selected GPU node; with none at all, the check fails (a cluster without GPUs is not conformant)."""
+    if not cluster_facts.gpu_nodes:
         where = f" matching selector {cluster_facts.node_selector!r}" if cluster_facts.node_selector else ""
         pytest.fail(
             requirement.violation(
@@ -206,6 +207,14 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, requirement:
             ),
             pytrace=False,
         )
+    return cluster_facts.gpu_nodes
+
+
+@pytest.fixture
+def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pytest.FixtureRequest) -> NodeFacts:
+    """The GPU node this check instance is about; with no GPU nodes at all, the check fails."""
+    if gpu_node_name == NO_GPU_NODES:
+        request.getfixturevalue("gpu_nodes")  # fails the check with the shared message
     return cluster_facts.node(gpu_node_name)
 
 

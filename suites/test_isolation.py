@@ -6,7 +6,27 @@ import pytest
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
 from gpu_conformance.isolation import parse_listing
+from gpu_conformance.nvsmi import NvidiaSmiParseError, parse
 from gpu_conformance.runner import PodOutcome
+
+
+class NvidiaSmiDidNotRun(Exception):
+    """The nvidia-smi pod gave no GPU listing: isolation cannot be judged here (see GPU-SMI-001)."""
+
+
+@pytest.mark.requirement("GPU-ISO-001")
+def test_pod_sees_exactly_the_gpu_it_requested(
+    gpu_node: NodeFacts, nvidia_smi: PodOutcome, requirement: Requirement
+) -> None:
+    # Step: an nvidia-smi pod requesting one GPU, pinned to the node, printed what it sees.
+    try:
+        seen = parse(nvidia_smi.logs)
+    except NvidiaSmiParseError as exc:
+        raise NvidiaSmiDidNotRun(f"{nvidia_smi.describe()}: {exc} (see GPU-SMI-001)") from None
+
+    # Step: exactly one GPU is visible to it.
+    assert len(seen.gpus) == 1, requirement.violation(
+        gpu_node.name, "1 GPU visible to a pod that requested 1", f"{len(seen.gpus)} visible")
 
 
 @pytest.mark.requirement("GPU-ISO-002")

@@ -11,7 +11,7 @@ from gpu_conformance.sim import scenario
 from gpu_conformance.waiting import wait_for
 
 HEALTHY_GPU_NODES = ["gpu-a100-1", "gpu-h100-1", "gpu-h100-2", "gpu-h100-3"]
-CHECKS = ["GPU-NODE-001", "GPU-WL-001"]
+CHECKS = ["GPU-NODE-001", "GPU-WL-001"]  # checks that apply to every GPU node without a profile
 
 
 def _by_check(summary: dict) -> dict[tuple[str, str], dict]:
@@ -22,15 +22,18 @@ def test_healthy_scenario_passes_every_check_on_every_gpu_node(run_suite, sim_ap
     code, summary, out, report_dir = run_suite("healthy", "--run-id=e2eheal")
     assert code == 0, out
     results = _by_check(summary)
-    assert sorted(results) == sorted((c, n) for c in CHECKS for n in HEALTHY_GPU_NODES)
-    assert {r["status"] for r in results.values()} == {"passed"}
-    assert summary["totals"] == {"passed": 8, "failed": 0, "error": 0, "skipped": 0}
+    assert {(c, n) for c in CHECKS for n in HEALTHY_GPU_NODES} <= set(results)
+    assert {results[(c, n)]["status"] for c in CHECKS for n in HEALTHY_GPU_NODES} == {"passed"}
+    assert summary["totals"]["failed"] == summary["totals"]["error"] == 0
+    # Without a profile, profile-dependent checks are skipped with their reason, never passed silently.
+    taint = results[("GPU-TAINT-001", "gpu-h100-1")]
+    assert taint["status"] == "skipped" and "taints.required" in taint["message"]
     # Every report is written.
     assert (report_dir / "report.html").stat().st_size > 10_000
     assert any((report_dir / "allure-results").glob("*-result.json"))
     junit = ET.parse(report_dir / "junit.xml").getroot()
     props = {p.get("value") for p in junit.iter("property") if p.get("name") == "requirement"}
-    assert props == set(CHECKS)
+    assert set(CHECKS) <= props
     # Nothing the run created is left behind.
     wait_for(lambda: [ns.name for ns in sim_api.get("namespaces", label_selector="gpu-conformance.io/run-id=e2eheal")],
              lambda left: not left, what="the run's namespaces to be deleted", timeout=60)
@@ -72,7 +75,7 @@ def test_no_gpu_nodes_is_a_failure_not_a_pass(run_suite) -> None:
 
 
 def test_parallel_run_gives_the_same_verdicts(run_suite) -> None:
-    code, summary, out, _ = run_suite("fault-vector-add", "-n", "2")
+    code, summary, out, _ = run_suite("fault-vector-add", "-n", "2", "-k", "capacity or vector_add_passes")
     assert code == 1, out
     statuses = {k: r["status"] for k, r in _by_check(summary).items()}
     assert statuses == {("GPU-NODE-001", "vf-gpu-1"): "passed", ("GPU-NODE-001", "vf-gpu-2"): "passed",
