@@ -105,9 +105,7 @@ def resolve_target(kubeconfig: str | os.PathLike[str] | None, context: str | Non
 
 def validate_kubeconfig(path: Path, context: str | None) -> str:
     """The server URL of the chosen context; ConfigError names any problem, never the file's contents."""
-    if not path.exists():
-        raise ConfigError(f"kubeconfig {path}: file not found")
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         raise ConfigError(f"kubeconfig {path}: not a regular file")
     data = read_yaml(path, "kubeconfig")
     if not isinstance(data, dict) or not isinstance(data.get("clusters"), list) or not data["clusters"]:

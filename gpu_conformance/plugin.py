@@ -20,6 +20,7 @@ from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.summary import Result, outcome_of, write_summary
 
 NO_GPU_NODES = "no-gpu-nodes"
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
 @dataclass
@@ -137,20 +138,28 @@ def requirement_of(item: pytest.Item) -> Requirement | None:
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every check must declare exactly one known requirement id."""
+    """Every check in suites/ declares exactly one known requirement id, and no id has two checks."""
     cat = catalogue.load()
     problems = []
+    owner: dict[str, str] = {}
     for item in items:
         marks = list(item.iter_markers("requirement"))
+        in_suites = SUITES_DIR in Path(str(item.path)).resolve().parents
         if not marks:
+            if in_suites:
+                problems.append(f"{item.nodeid}: declares no requirement id (@pytest.mark.requirement)")
             continue
         ids = [m.args[0] if m.args else None for m in marks]
         if len(ids) != 1:
             problems.append(f"{item.nodeid}: declares {len(ids)} requirement ids; exactly one is allowed")
         elif ids[0] not in cat:
             problems.append(f"{item.nodeid}: unknown requirement id {ids[0]!r}")
+        else:
+            check = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+            if owner.setdefault(str(ids[0]), check) != check:
+                problems.append(f"{item.nodeid}: requirement id {ids[0]} is already verified by {owner[str(ids[0])]}")
     if problems:
-        raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(problems))
+        raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(sorted(set(problems))))
     for item in items:
         req = requirement_of(item)
         if req is not None:

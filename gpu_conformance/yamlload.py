@@ -52,6 +52,8 @@ def read_yaml(path: Path, what: str, loader: type[yaml.SafeLoader] = yaml.SafeLo
     """Parse a YAML file; ConfigError names the file and line, never the file's contents."""
     try:
         text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {path}: file not found") from None
     except OSError as exc:
         raise ConfigError(f"{what} {path}: cannot read ({exc.strerror})") from None
     try:

@@ -11,16 +11,16 @@ import pytest
 def test_pass():
     pass
 
-@pytest.mark.requirement("GPU-NODE-001")
+@pytest.mark.requirement("GPU-NODE-002")
 def test_fail():
     observed = 1
-    assert observed == 2, "GPU-NODE-001 node n1: expected 2, observed 1"
+    assert observed == 2, "GPU-NODE-002 node n1: expected 2, observed 1"
 
-@pytest.mark.requirement("GPU-NODE-001")
+@pytest.mark.requirement("GPU-NODE-003")
 def test_error():
     raise RuntimeError("the API server went away")
 
-@pytest.mark.requirement("GPU-NODE-001")
+@pytest.mark.requirement("GPU-NODE-004")
 def test_skip():
     pytest.skip("dcgm-exporter not installed")
 
@@ -36,14 +36,14 @@ def test_setup_error(broken):
 def no_gpu_nodes():
     pytest.fail("GPU-WL-001: expected at least one GPU node, observed 0", pytrace=False)
 
-@pytest.mark.requirement("GPU-WL-001")
+@pytest.mark.requirement("GPU-SMI-001")
 def test_fixture_verdict(no_gpu_nodes):
     pass
 '''
 
 EXPECTED = {
     "test_pass": ("passed", ""),
-    "test_fail": ("failed", "GPU-NODE-001 node n1: expected 2, observed 1"),
+    "test_fail": ("failed", "GPU-NODE-002 node n1: expected 2, observed 1"),
     "test_error": ("error", "RuntimeError: the API server went away"),
     "test_skip": ("skipped", "dcgm-exporter not installed"),
     "test_setup_error": ("error", "ConnectionError: cannot list nodes"),
@@ -65,8 +65,8 @@ def test_failed_error_and_skipped_stay_apart(pytester: pytest.Pytester, xdist: b
     summary = json.loads(summary_path.read_text())
     assert _statuses(summary) == EXPECTED
     assert summary["totals"] == {"passed": 1, "failed": 2, "error": 2, "skipped": 1}
-    levels = {r["id"]: (r["title"], r["level"]) for r in summary["results"]}
-    assert levels["GPU-NODE-001"] == ("GPU capacity and allocatable advertised", "MUST")
+    titles = {r["nodeid"].split("::")[1]: (r["id"], r["title"], r["level"]) for r in summary["results"]}
+    assert titles["test_pass"] == ("GPU-NODE-001", "GPU capacity and allocatable advertised", "MUST")
 
 
 def test_unknown_requirement_id_fails_collection(pytester: pytest.Pytester) -> None:
@@ -102,3 +102,30 @@ def test_every_suite_check_declares_exactly_one_known_requirement() -> None:
                 assert len(ids) == 1 and ids[0] in cat, (path.name, node.name, ids)
                 seen.append(ids[0])
     assert len(seen) == len(set(seen)) == len(cat.by_id)  # one check per requirement, none orphaned
+
+
+def test_one_requirement_id_on_two_checks_fails_collection(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        'import pytest\n@pytest.mark.requirement("GPU-NODE-001")\ndef test_a(): pass\n'
+        '@pytest.mark.requirement("GPU-NODE-001")\ndef test_b(): pass\n'
+    )
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*requirement id GPU-NODE-001 is already verified by test_*::test_a*"])
+
+
+def test_check_without_requirement_in_suites_fails_collection(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    suites = Path(__file__).parent.parent / "suites"
+    stray = suites / "test_zz_stray_for_collection_test.py"
+    stray.write_text("def test_unmarked():\n    pass\n")
+    try:
+        proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(stray)],
+                              capture_output=True, text=True, cwd=suites.parent, timeout=120)
+    finally:
+        stray.unlink()
+    assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
+    assert "test_unmarked: declares no requirement id" in proc.stderr
