@@ -19,6 +19,9 @@ from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, r
 
 # Transient API trouble while polling counts as "not yet", not as an answer.
 TRANSIENT = (kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)
+# A scheduler refusal is a verdict only once it has stood this long: nodes flap (a late heartbeat
+# taints a node unreachable for a moment) and GPUs held by finishing pods are released.
+REFUSAL_SETTLE_S = 5.0
 # The controller-manager creates the default ServiceAccount within seconds of a namespace.
 NAMESPACE_READY_TIMEOUT_S = 60.0
 
@@ -227,10 +230,16 @@ def run_pods(
     def observe() -> dict[str, PodState]:
         return {str(p.name): pod_state(p.raw) for p in api.get("pods", namespace=namespace)}
 
+    refused_since: dict[str, float] = {}
+
     def settled(key: K, st: PodState) -> bool:
         if st.finished:
             return True
         if st.unschedulable is None:
+            refused_since.pop(names[key], None)
+            return False
+        first = refused_since.setdefault(names[key], time.monotonic())
+        if time.monotonic() - first < REFUSAL_SETTLE_S:
             return False
         return unschedulable_is_final(key, st.unschedulable) if callable(unschedulable_is_final) else unschedulable_is_final
 

@@ -32,3 +32,21 @@ def test_gpu_uuids_are_stable_and_distinct() -> None:
     uuids = [ln.split("UUID: ")[1].rstrip(")") for ln in listing]
     assert len(set(uuids)) == 4
     assert uuids[0] == outputs.gpu_uuid("node-a", 0) != outputs.gpu_uuid("node-b", 0)
+
+
+def test_simulated_outputs_parse_with_the_suite_parsers_and_match_the_scenario() -> None:
+    from gpu_conformance import nvsmi, probe
+    from gpu_conformance.sim import scenario
+
+    for name in scenario.bundled():
+        for node, spec in scenario.load(scenario.resolve(name)).expanded():
+            if spec.gpus == 0:
+                continue
+            smi = outputs.behaviour("nvidia-smi", node, spec)
+            if smi.exit_code == 0:
+                facts = nvsmi.parse(smi.output or "")
+                assert (facts.driver_version, facts.cuda_version) == (spec.driver, spec.cuda), node
+                assert len(facts.gpus) == outputs.visible_gpus(spec, 1), node
+            seen = probe.parse_probe(outputs.probe_json(node, spec, requested=spec.gpus))
+            assert [g.uuid for g in seen.gpus] == [outputs.gpu_uuid(node, i) for i in range(spec.gpus)], node
+            assert seen.driver_version == spec.driver and seen.cuda_driver_version == spec.cuda

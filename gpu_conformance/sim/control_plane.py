@@ -19,11 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import kr8s
+import kr8s.objects
 from kr8s.objects import Node
 
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
 from gpu_conformance.errors import SimError
-from gpu_conformance.sim import binaries, kwokconfig, pki
+from gpu_conformance.sim import binaries, kwokconfig, pki, stackobjects
 from gpu_conformance.sim.kwokconfig import NOT_READY_LABEL
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
 from gpu_conformance.waiting import WaitTimeout, wait_for
@@ -257,6 +258,32 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
     }
 
 
+_PLURALS = {"ClusterPolicy": "clusterpolicies"}
+
+
+def new_objects(api: kr8s.Api, manifests: list[dict[str, Any]], exist_ok: bool = False) -> list[Any]:
+    """Create API objects of any kind through kr8s."""
+    made = []
+    for manifest in manifests:
+        kind = manifest["kind"]
+        cls = kr8s.objects.new_class(kind, manifest["apiVersion"], asyncio=False, namespaced="namespace" in manifest["metadata"],
+                                     plural=_PLURALS.get(kind, kind.lower() + "s"))
+        obj = cls(manifest, api=api)
+        try:
+            obj.create()
+        except kr8s.ServerError as exc:
+            if not (exist_ok and exc.response is not None and exc.response.status_code == 409):
+                raise
+        made.append(obj)
+    return made
+
+
+def _crd_established(api: kr8s.Api) -> bool:
+    crd = next(iter(api.get("customresourcedefinitions", stackobjects.CRD_NAME)), None)
+    conds = crd.raw.get("status", {}).get("conditions", []) if crd is not None else []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
+
+
 class SimCluster:
     """One simulated cluster, identified by its state directory."""
 
@@ -334,7 +361,7 @@ class SimCluster:
         try:
             for name in PROCESS_ORDER:
                 if name == "kwok":
-                    self._write_kwok_config(st, nodes)
+                    self._write_kwok_config(st, nodes, scenarios)
                 argv = self._argv(name, st)
                 st.pids[name] = _start(name, argv, sd)
                 st.save()  # record each PID at once so `sim down` can stop a half-started cluster
@@ -342,6 +369,7 @@ class SimCluster:
                 self._wait_process(name, st)
             self._create_nodes(st, nodes)
             self._wait_ready(st, nodes)
+            self._create_stack(st, scenarios)
         except BaseException:
             _say("start-up failed; stopping what was started")
             self.down(quiet=True, keep_logs=True)
@@ -378,6 +406,9 @@ class SimCluster:
                 "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}", "--leader-elect=false",
                 f"--root-ca-file={pk / 'ca.crt'}", f"--service-account-private-key-file={pk / 'sa.key'}",
                 "--use-service-account-credentials=true", f"--cluster-signing-cert-file={pk / 'ca.crt'}",
+                # kwok heartbeats every 10-15 s; on a loaded CI machine a few can be late. A dead node
+                # must come from the scenario, never from load.
+                "--node-monitor-grace-period=120s",
                 f"--cluster-signing-key-file={pk / 'ca.key'}", "--profiling=false", "--v=1",
             ]
         if name == "kube-scheduler":
@@ -408,8 +439,9 @@ class SimCluster:
         }
         _wait_healthy(name, checks[name], st.state_dir, st.pids[name], st.binaries[name])
 
-    def _write_kwok_config(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
-        kwokconfig.write(st.state_dir / "kwok.yaml", [(n, s) for n, s, _ in nodes], st.state_dir / "pod-logs")
+    def _write_kwok_config(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]], scenarios: list[Scenario]) -> None:
+        kwokconfig.write(st.state_dir / "kwok.yaml", [(n, s) for n, s, _ in nodes], st.state_dir / "pod-logs",
+                         stackobjects.crash_keys(scenarios))
 
     def _create_nodes(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
         api = kr8s.api(kubeconfig=str(st.kubeconfig))
@@ -447,19 +479,68 @@ class SimCluster:
         except WaitTimeout as exc:
             raise SimError(f"{exc}\nkwok log tail:\n{_log_tail(st.state_dir, 'kwok')}") from None
 
+    def _create_stack(self, st: SimState, scenarios: list[Scenario]) -> None:
+        """Each scenario's GPU stack: DaemonSets (the DaemonSet controller makes the pods), ClusterPolicy."""
+        with_stack = [sc for sc in scenarios if sc.stack.flavour != "none"]
+        if not with_stack:
+            return
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        if any(sc.stack.flavour == "gpu-operator" for sc in with_stack):
+            new_objects(api, [stackobjects.crd()], exist_ok=True)
+            wait_for(lambda: _crd_established(api), bool, what="the ClusterPolicy CRD to be established",
+                     timeout=START_TIMEOUT_S, tolerate=(kr8s.NotFoundError, kr8s.ServerError, ValueError))
+        expected = 0
+        for sc in with_stack:
+            owner = None
+            if sc.stack.flavour == "gpu-operator":
+                cp = new_objects(api, [stackobjects.cluster_policy(sc)])[0]
+                owner = cp.metadata.uid
+            ns = {"apiVersion": "v1", "kind": "Namespace",
+                  "metadata": {"name": stackobjects.namespace_of(sc), "labels": {SCENARIO_LABEL: sc.name}}}
+            new_objects(api, [ns, *stackobjects.daemonsets(sc, owner)])
+            gpu_nodes = sum(1 for _, spec in sc.expanded() if spec.gpus > 0 and spec.gfd_labels)
+            expected += gpu_nodes * len(stackobjects.components(sc.stack.flavour))
+        _say(f"stack: {len(with_stack)} scenario(s), {expected} DaemonSet pod(s) expected")
+        crashing = set(stackobjects.crash_keys(scenarios))
+
+        def settled() -> int:
+            pods = api.get("pods", namespace=kr8s.ALL, label_selector=stackobjects.COMPONENT_LABEL)
+            count = 0
+            for p in pods:
+                key = f"{p.metadata.labels[stackobjects.COMPONENT_LABEL]}@{p.spec.get('nodeName', '')}"
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p.raw.get("status", {}).get("conditions", []))
+                count += ready == (key not in crashing) and p.raw.get("status", {}).get("phase") == "Running"
+            return count
+
+        wait_for(settled, lambda n: n >= expected, what=f"{expected} GPU-stack pods to settle", timeout=START_TIMEOUT_S,
+                 describe=lambda n: f"{n}/{expected} settled", tolerate=(kr8s.ServerError, OSError))
+
+    def _delete_stack(self, st: SimState) -> None:
+        """Remove every scenario's stack objects (their pods go with the namespaces)."""
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        for ns in api.get("namespaces", label_selector=SCENARIO_LABEL):
+            ns.delete()
+        try:
+            for cp in api.get("clusterpolicies.nvidia.com"):
+                cp.delete()
+        except (kr8s.NotFoundError, kr8s.ServerError, ValueError):
+            pass
+
     def _apply(self, st: SimState, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
         """Switch a running cluster to other scenarios: replace nodes and restart kwok."""
         api = kr8s.api(kubeconfig=str(st.kubeconfig))
         for node in list(api.get("nodes", label_selector=SCENARIO_LABEL)):
             node.delete()
+        self._delete_stack(st)
         self._stop_pid("kwok", st)
-        self._write_kwok_config(st, nodes)
+        self._write_kwok_config(st, nodes, scenarios)
         st.pids["kwok"] = _start("kwok", self._argv("kwok", st), st.state_dir)
         self._wait_process("kwok", st)
         wait_for(lambda: [n.name for n in api.get("nodes", label_selector=SCENARIO_LABEL)], lambda ns: not ns,
                  what="old simulated nodes to be deleted", timeout=START_TIMEOUT_S)
         self._create_nodes(st, nodes)
         self._wait_ready(st, nodes)
+        self._create_stack(st, scenarios)
         new = SimState(st.state_dir, st.ports, st.pids, st.binaries, digest, [s.name for s in scenarios], st.kubernetes_version)
         new.save()
         return new

@@ -16,6 +16,7 @@ from gpu_conformance.sim.scenario import CONTAINERS, KNOWN_WORKLOADS, NodeSpec
 from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
 
 NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
+COMPONENT_LABEL = "sim.gpu-conformance.io/component"
 _STAGES = Path(__file__).parent / "stages" / "base.yaml"
 
 _COMPLETE_TEMPLATE = """{{{{ $now := Now }}}}
@@ -94,10 +95,62 @@ def _cri_log(text: str, when: dt.datetime) -> str:
     return "".join(f"{stamp} stdout F {line}\n" for line in text.splitlines())
 
 
-def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> list[dict[str, Any]]:
+# jq: "<stack component>@<node>" for a stack pod ("@node" for any other pod).
+COMPONENT_AT_NODE = f'(.metadata.labels["{COMPONENT_LABEL}"] // "") + "@" + (.spec.nodeName // "")'
+
+_CRASH_TEMPLATE = """{{ $now := Now }}
+conditions:
+- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: Initialized}
+- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: ContainersNotReady}
+- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: ContainersReady, reason: ContainersNotReady}
+- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: PodScheduled}
+containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  imageID: {{ printf "sim://%s" .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: false
+  started: false
+  restartCount: 7
+  lastState:
+    terminated: {exitCode: 1, reason: Error, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}
+  state:
+    waiting: {reason: CrashLoopBackOff, message: "back-off 5m0s restarting failed container (simulated)"}
+{{ end }}
+{{ with NodeIPsWith .spec.nodeName }}
+hostIP: {{ index . 0 | Quote }}
+{{ end }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+
+
+def _crash_stage(keys: list[str]) -> dict[str, Any]:
+    """Stack pods named in the scenario crash-loop instead of becoming Ready."""
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": "pod-crashloop"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {"matchExpressions": [
+                _NOT_DELETING,
+                {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
+                {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys},
+            ]},
+            "next": {"statusTemplate": _CRASH_TEMPLATE},
+        },
+    }
+
+
+def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
     docs: list[dict[str, Any]] = list(yaml.safe_load_all(_STAGES.read_text()))
     docs.append(_not_ready_stage(next(d for d in docs if d["metadata"]["name"] == "node-initialize")))
+    if crash_keys:
+        ready = next(d for d in docs if d["metadata"]["name"] == "pod-ready")
+        ready["spec"]["selector"]["matchExpressions"].append({"key": COMPONENT_AT_NODE, "operator": "NotIn", "values": crash_keys})
+        docs.append(_crash_stage(crash_keys))
     # Pods that are not suite workloads run to completion successfully.
     docs.append(
         _complete_stage(
@@ -148,7 +201,7 @@ def _log_file(logs_dir: Path, workload: str, text: str, now: dt.datetime) -> str
     return str(path)
 
 
-def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> None:
+def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None) -> None:
     """Write the kwok config file (a KwokConfiguration followed by stages and logs)."""
     # kwok does not apply its defaults to options read from a file: set what it needs.
     options = {
@@ -160,4 +213,4 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path) -> None
         "enableDebuggingHandlers": True,
     }
     header = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}
-    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir)], sort_keys=False))
+    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir, crash_keys)], sort_keys=False))

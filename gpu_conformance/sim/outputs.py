@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 
+from gpu_conformance import probe
+
 from gpu_conformance.sim.scenario import NodeSpec, WorkloadBehaviour
 
 VECTOR_ADD_PASSED = """[Vector addition of 50000 elements]
@@ -90,6 +92,23 @@ def _listing(node: str, spec: NodeSpec, requested: int) -> str:
     return f"{listed}\n{LISTED_MARKER}"
 
 
+def probe_json(node: str, spec: NodeSpec, requested: int = 1) -> str:
+    """What the NVML probe prints in a pod that requested `requested` GPUs on this node."""
+    major, _, minor = spec.cuda.partition(".")
+    gpus = tuple(
+        probe.GpuFacts(
+            index=i, name=marketing_name(spec.product), uuid=gpu_uuid(node, i), pci_bus_id=f"00000000:{0x18 + i * 0x10:02X}:00.0",
+            memory_total_mib=spec.memory_mib, memory_used_mib=0, persistence_mode=True,
+            ecc_mode=probe.EnabledState(True, True), ecc_volatile_uncorrected=0, retired_pages=None,
+            remapped_rows=probe.RemappedRows(0, 0, False, False), mig_mode=probe.EnabledState(False, False),
+            mig_devices=(), temperature_c=34, power_draw_w=70.0, power_limit_w=700.0,
+        )
+        for i in range(visible_gpus(spec, requested))
+    )
+    raw = int(major) * 1000 + int(minor or 0) * 10
+    return probe.to_json(probe.ProbeFacts(probe.SCHEMA, spec.driver, spec.cuda, raw, None, gpus))
+
+
 def _default_output(workload: str, node: str, spec: NodeSpec, container: str | None, exit_code: int) -> str:
     if workload == "vector-add":
         return VECTOR_ADD_PASSED if exit_code == 0 else VECTOR_ADD_FAILED
@@ -101,6 +120,8 @@ def _default_output(workload: str, node: str, spec: NodeSpec, container: str | N
         return _listing(node, spec, 0)
     if workload in ("isolation-pair", "gpu-hold"):
         return _listing(node, spec, 1 if workload == "isolation-pair" else spec.gpus)
+    if workload == "nvml-probe":
+        return probe_json(node, spec) if exit_code == 0 else "gpu-conformance probe: NVML not available: Driver Not Loaded"
     if workload == "notebook":
         return "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
     return f"{workload}: simulated run completed"

@@ -14,7 +14,7 @@ SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_LABEL = "sim.gpu-conformance.io/scenario"
 # Workloads whose per-node behaviour a scenario can describe (file names in workloads/).
 KNOWN_WORKLOADS = (
-    "vector-add", "nvidia-smi", "gpu-hold", "isolation-nogpu", "isolation-pair", "dcgmproftester", "notebook",
+    "vector-add", "nvidia-smi", "nvml-probe", "gpu-hold", "isolation-nogpu", "isolation-pair", "dcgmproftester", "notebook",
 )
 # Workloads whose pod has several containers with their own output.
 CONTAINERS = {"isolation-pair": ("with-gpu", "without-gpu")}
@@ -91,10 +91,26 @@ class NodeSpec(_Strict):
         return self.capacity if self.allocatable_gpus is None else self.allocatable_gpus
 
 
+class Crash(_Strict):
+    """A stack component whose pods crash-loop on some nodes."""
+
+    component: str
+    nodes: list[str] = Field(min_length=1)
+
+
+class Stack(_Strict):
+    """The GPU software stack the simulated cluster runs: DaemonSets whose pods kwok plays."""
+
+    flavour: Literal["none", "nvidia-device-plugin", "gpu-operator", "gke"] = "none"
+    cluster_policy: Literal["ready", "notReady"] = "ready"  # gpu-operator only
+    crashing: list[Crash] = []
+
+
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     description: str = ""
     nodes: list[NodeSpec] = Field(min_length=1)
+    stack: Stack = Stack()
     # The profile the suite runs with against this scenario (the detection matrix uses it).
     profile: Profile = Profile()
     # Exactly the check results this scenario must make fail: "REQ-ID@node", or "REQ-ID" for
@@ -121,6 +137,19 @@ class Scenario(_Strict):
             if not req.startswith("GPU-") or (node == "" and "@" in item):
                 raise ValueError(f"{item!r}: expected REQ-ID@node or REQ-ID")
         return value
+
+    @model_validator(mode="after")
+    def _crashes_name_known_things(self) -> Scenario:
+        from gpu_conformance.sim.stackobjects import components
+
+        names = {n for n, _ in self.expanded()}
+        for crash in self.stack.crashing:
+            if crash.component not in components(self.stack.flavour):
+                raise ValueError(f"stack.crashing: {crash.component!r} is not a component of {self.stack.flavour!r}")
+            unknown = sorted(set(crash.nodes) - names)
+            if unknown:
+                raise ValueError(f"stack.crashing: unknown node(s) {unknown}")
+        return self
 
     def expanded(self) -> list[tuple[str, NodeSpec]]:
         """Every node of the scenario with the spec it came from."""
