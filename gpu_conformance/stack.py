@@ -167,5 +167,21 @@ def expected_flavour(facts: StackFacts, wanted: str) -> tuple[Flavour | None, st
     return None, f"no GPU-stack DaemonSet has pods on the selected GPU nodes (looked for {looked})"
 
 
+def restarted_since(before: StackFacts, now: Sequence[ComponentPod]) -> list[str]:
+    """What restarted between two looks: restart counts that grew, pods replaced by new ones."""
+    earlier = {(p.daemonset, p.node): p for p in before.pods}
+    out = []
+    for pod in now:
+        old = earlier.get((pod.daemonset, pod.node))
+        if old is None:
+            continue
+        if old.pod != pod.pod:
+            out.append(f"{pod.daemonset}: pod {old.pod} was replaced by {pod.pod}")
+        elif pod.restarts > old.restarts:
+            out.append(f"{pod.daemonset} pod {pod.pod}: {pod.restarts - old.restarts} restart(s) during this run "
+                       f"({old.restarts} -> {pod.restarts})")
+    return out
+
+
 def not_ready(pods: Sequence[ComponentPod]) -> list[ComponentPod]:
     return [p for p in pods if not p.ready]

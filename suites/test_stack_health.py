@@ -6,12 +6,13 @@ from fixtures.stack import require_flavour
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
 from gpu_conformance.plugin import Session
-from gpu_conformance.stack import StackFacts, not_ready
+from gpu_conformance.stack import StackFacts, not_ready, restarted_since
 
 
 @pytest.mark.requirement("GPU-STACK-001")
 def test_device_plugin_ready_on_node(
-    gpu_node: NodeFacts, gpu_stack: StackFacts, gc_session: Session, requirement: Requirement
+    gpu_node: NodeFacts, gpu_stack: StackFacts, gpu_stack_at_start: StackFacts, gc_session: Session,
+    requirement: Requirement,
 ) -> None:
     # Step: which device-plugin flavour the cluster runs (profile, else detected).
     flavour = require_flavour(gpu_stack, gc_session)
@@ -21,6 +22,10 @@ def test_device_plugin_ready_on_node(
     assert pods, requirement.violation(gpu_node.name, f"a {flavour} device-plugin pod on the node", "none")
     bad = not_ready(pods)
     assert not bad, requirement.violation(gpu_node.name, "the device-plugin pod Ready", "; ".join(p.describe() for p in bad))
+
+    # Step: and it has not restarted since the run began.
+    restarts = restarted_since(gpu_stack_at_start, pods)
+    assert not restarts, requirement.violation(gpu_node.name, "no device-plugin restart during the run", "; ".join(restarts))
 
 
 @pytest.mark.requirement("GPU-STACK-002")

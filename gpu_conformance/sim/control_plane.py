@@ -441,7 +441,7 @@ class SimCluster:
 
     def _write_kwok_config(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]], scenarios: list[Scenario]) -> None:
         kwokconfig.write(st.state_dir / "kwok.yaml", [(n, s) for n, s, _ in nodes], st.state_dir / "pod-logs",
-                         stackobjects.crash_keys(scenarios))
+                         stackobjects.crash_keys(scenarios), stackobjects.restart_keys(scenarios))
 
     def _create_nodes(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
         api = kr8s.api(kubeconfig=str(st.kubeconfig))

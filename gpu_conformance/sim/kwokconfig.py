@@ -143,7 +143,49 @@ def _crash_stage(keys: list[str]) -> dict[str, Any]:
     }
 
 
-def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None) -> list[dict[str, Any]]:
+# Each application changes the pod, which still matches, so kwok applies it again 2 s later: the
+# restart count grows for as long as the pod lives (sprig's add1 is in kwok's template functions).
+_RESTART_TEMPLATE = """{{ $now := Now }}
+{{ $root := . }}
+containerStatuses:
+{{ range $i, $c := .spec.containers }}
+{{ $old := index $root.status.containerStatuses $i }}
+- image: {{ $c.image | Quote }}
+  imageID: {{ printf "sim://%s" $c.image | Quote }}
+  name: {{ $c.name | Quote }}
+  ready: true
+  started: true
+  restartCount: {{ add1 $old.restartCount }}
+  lastState:
+    terminated: {exitCode: 2, reason: Error, startedAt: {{ $now | Quote }}, finishedAt: {{ $now | Quote }}}
+  state:
+    running: {startedAt: {{ $now | Quote }}}
+{{ end }}
+"""
+RESTART_EVERY_MS = 2000
+
+
+def _restart_stage(keys: list[str]) -> dict[str, Any]:
+    """A Ready stack pod whose restart count goes up by one every 2 s."""
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": "pod-restarting"},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+            "selector": {"matchExpressions": [
+                _NOT_DELETING, _RUNNING,
+                {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys},
+                {"key": ".status.containerStatuses", "operator": "Exists"},
+            ]},
+            "delay": {"durationMilliseconds": RESTART_EVERY_MS},
+            "next": {"statusTemplate": _RESTART_TEMPLATE},
+        },
+    }
+
+
+def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
+             restart_keys: list[str] | None = None) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
     docs: list[dict[str, Any]] = list(yaml.safe_load_all(_STAGES.read_text()))
     docs.append(_not_ready_stage(next(d for d in docs if d["metadata"]["name"] == "node-initialize")))
@@ -151,6 +193,8 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list
         ready = next(d for d in docs if d["metadata"]["name"] == "pod-ready")
         ready["spec"]["selector"]["matchExpressions"].append({"key": COMPONENT_AT_NODE, "operator": "NotIn", "values": crash_keys})
         docs.append(_crash_stage(crash_keys))
+    if restart_keys:
+        docs.append(_restart_stage(restart_keys))
     # Pods that are not suite workloads run to completion successfully.
     docs.append(
         _complete_stage(
@@ -201,7 +245,8 @@ def _log_file(logs_dir: Path, workload: str, text: str, now: dt.datetime) -> str
     return str(path)
 
 
-def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None) -> None:
+def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
+          restart_keys: list[str] | None = None) -> None:
     """Write the kwok config file (a KwokConfiguration followed by stages and logs)."""
     # kwok does not apply its defaults to options read from a file: set what it needs.
     options = {
@@ -213,4 +258,4 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_k
         "enableDebuggingHandlers": True,
     }
     header = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}
-    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir, crash_keys)], sort_keys=False))
+    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir, crash_keys, restart_keys)], sort_keys=False))

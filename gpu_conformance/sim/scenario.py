@@ -104,6 +104,8 @@ class Stack(_Strict):
     flavour: Literal["none", "nvidia-device-plugin", "gpu-operator", "gke"] = "none"
     cluster_policy: Literal["ready", "notReady"] = "ready"  # gpu-operator only
     crashing: list[Crash] = []
+    # Ready, but restarting every 2 s (a flapping component): the restart count grows during a run.
+    restarting: list[Crash] = []
 
 
 class Scenario(_Strict):
@@ -143,7 +145,7 @@ class Scenario(_Strict):
         from gpu_conformance.sim.stackobjects import components
 
         names = {n for n, _ in self.expanded()}
-        for crash in self.stack.crashing:
+        for crash in [*self.stack.crashing, *self.stack.restarting]:
             if crash.component not in components(self.stack.flavour):
                 raise ValueError(f"stack.crashing: {crash.component!r} is not a component of {self.stack.flavour!r}")
             unknown = sorted(set(crash.nodes) - names)

@@ -37,6 +37,11 @@ def crash_keys(scenarios: list[Scenario]) -> list[str]:
     return sorted(f"{c.component}@{n}" for sc in scenarios for c in sc.stack.crashing for n in c.nodes)
 
 
+def restart_keys(scenarios: list[Scenario]) -> list[str]:
+    """`<component>@<node>` for every Ready-but-restarting stack pod."""
+    return sorted(f"{c.component}@{n}" for sc in scenarios for c in sc.stack.restarting for n in c.nodes)
+
+
 def crd() -> dict[str, Any]:
     """A minimal ClusterPolicy CRD (the GPU Operator's), schemaless."""
     return {
