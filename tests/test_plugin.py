@@ -69,21 +69,22 @@ def test_failed_error_and_skipped_stay_apart(pytester: pytest.Pytester, xdist: b
     assert titles["test_pass"] == ("GPU-NODE-001", "GPU capacity and allocatable advertised", "MUST")
 
 
-def test_unknown_requirement_id_fails_collection(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile('import pytest\n@pytest.mark.requirement("GPU-XXX-999")\ndef test_x(): pass\n')
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ('@pytest.mark.requirement("GPU-XXX-999")\ndef test_x(): pass\n', "*unknown requirement id 'GPU-XXX-999'*"),
+        ('@pytest.mark.requirement("GPU-NODE-001")\n@pytest.mark.requirement("GPU-WL-001")\ndef test_x(): pass\n',
+         "*declares 2 requirement ids; exactly one is allowed*"),
+        ('@pytest.mark.requirement("GPU-NODE-001")\ndef test_a(): pass\n@pytest.mark.requirement("GPU-NODE-001")\ndef test_b(): pass\n',
+         "*requirement id GPU-NODE-001 is already verified by test_*::test_a*"),
+    ],
+    ids=["unknown-id", "two-ids-on-one-check", "one-id-on-two-checks"],
+)
+def test_bad_requirement_markers_fail_collection(pytester: pytest.Pytester, source: str, message: str) -> None:
+    pytester.makepyfile("import pytest\n" + source)
     result = pytester.runpytest_subprocess()
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown requirement id 'GPU-XXX-999'*"])
-
-
-def test_two_requirement_ids_on_one_check_fail_collection(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        'import pytest\n@pytest.mark.requirement("GPU-NODE-001")\n@pytest.mark.requirement("GPU-WL-001")\n'
-        "def test_x(): pass\n"
-    )
-    result = pytester.runpytest_subprocess()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*declares 2 requirement ids; exactly one is allowed*"])
+    result.stderr.fnmatch_lines([message])
 
 
 def test_every_suite_check_declares_exactly_one_known_requirement() -> None:
@@ -102,16 +103,6 @@ def test_every_suite_check_declares_exactly_one_known_requirement() -> None:
                 assert len(ids) == 1 and ids[0] in cat, (path.name, node.name, ids)
                 seen.append(ids[0])
     assert len(seen) == len(set(seen)) == len(cat.by_id)  # one check per requirement, none orphaned
-
-
-def test_one_requirement_id_on_two_checks_fails_collection(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(
-        'import pytest\n@pytest.mark.requirement("GPU-NODE-001")\ndef test_a(): pass\n'
-        '@pytest.mark.requirement("GPU-NODE-001")\ndef test_b(): pass\n'
-    )
-    result = pytester.runpytest_subprocess()
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*requirement id GPU-NODE-001 is already verified by test_*::test_a*"])
 
 
 def test_check_without_requirement_in_suites_fails_collection(tmp_path_factory: pytest.TempPathFactory) -> None:

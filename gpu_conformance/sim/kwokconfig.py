@@ -60,23 +60,25 @@ _NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist
 _RUN_TO_COMPLETION = {"key": ".spec.restartPolicy", "operator": "In", "values": ["Never", "OnFailure"]}
 
 
+def _pod_stage(name: str, expressions: list[dict[str, Any]], template: str, delay_ms: int | None = None) -> dict[str, Any]:
+    """A kwok Stage for pods: selector expressions, a status template, an optional delay."""
+    spec: dict[str, Any] = {
+        "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
+        "selector": {"matchExpressions": expressions},
+        "next": {"statusTemplate": template},
+    }
+    if delay_ms is not None:
+        spec["delay"] = {"durationMilliseconds": delay_ms}
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "Stage", "metadata": {"name": name}, "spec": spec}
+
+
 def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]], delay_ms: int = 300) -> dict[str, Any]:
     template = _COMPLETE_TEMPLATE.format(
         exit_code=exit_code,
         reason="Completed" if exit_code == 0 else "Error",
         phase="Succeeded" if exit_code == 0 else "Failed",
     )
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": name},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra]},
-            "delay": {"durationMilliseconds": delay_ms},
-            "next": {"statusTemplate": template},
-        },
-    }
+    return _pod_stage(name, [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra], template, delay_ms)
 
 
 def _not_ready_stage(initialize: dict[str, Any]) -> dict[str, Any]:
@@ -127,20 +129,9 @@ startTime: {{ $now | Quote }}
 
 def _crash_stage(keys: list[str]) -> dict[str, Any]:
     """Stack pods named in the scenario crash-loop instead of becoming Ready."""
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": "pod-crashloop"},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [
-                _NOT_DELETING,
-                {"key": ".status.phase", "operator": "In", "values": ["Pending"]},
-                {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys},
-            ]},
-            "next": {"statusTemplate": _CRASH_TEMPLATE},
-        },
-    }
+    pending = {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+    at = {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys}
+    return _pod_stage("pod-crashloop", [_NOT_DELETING, pending, at], _CRASH_TEMPLATE)
 
 
 # Each application changes the pod, which still matches, so kwok applies it again 2 s later: the
@@ -167,21 +158,9 @@ RESTART_EVERY_MS = 2000
 
 def _restart_stage(keys: list[str]) -> dict[str, Any]:
     """A Ready stack pod whose restart count goes up by one every 2 s."""
-    return {
-        "apiVersion": "kwok.x-k8s.io/v1alpha1",
-        "kind": "Stage",
-        "metadata": {"name": "pod-restarting"},
-        "spec": {
-            "resourceRef": {"apiGroup": "v1", "kind": "Pod"},
-            "selector": {"matchExpressions": [
-                _NOT_DELETING, _RUNNING,
-                {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys},
-                {"key": ".status.containerStatuses", "operator": "Exists"},
-            ]},
-            "delay": {"durationMilliseconds": RESTART_EVERY_MS},
-            "next": {"statusTemplate": _RESTART_TEMPLATE},
-        },
-    }
+    at = {"key": COMPONENT_AT_NODE, "operator": "In", "values": keys}
+    has_status = {"key": ".status.containerStatuses", "operator": "Exists"}
+    return _pod_stage("pod-restarting", [_NOT_DELETING, _RUNNING, at, has_status], _RESTART_TEMPLATE, RESTART_EVERY_MS)
 
 
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
