@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import signal
 import sys
@@ -41,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--report-dir", default="reports", help="where reports are written (default: reports/)")
     run.add_argument("--profile", help="cluster profile (YAML): expected GPU nodes, counts, products, taints, images")
     run.add_argument("--gpu-node-selector", help="label selector limiting which nodes are considered")
-    run.add_argument("--workload-timeout", type=float, help="seconds a workload pod may take to finish (default 300)")
+    run.add_argument("--workload-timeout", type=_seconds, help="seconds a workload pod may take to finish (default 300)")
     run.add_argument("--image", action="append", default=[], metavar="WORKLOAD=IMAGE", help="override a workload image")
 
     sim = sub.add_parser("sim", help="the simulated GPU cluster (real control plane, kwok nodes)")
@@ -67,6 +68,17 @@ def _parser() -> argparse.ArgumentParser:
     clean.add_argument("--kubeconfig")
     clean.add_argument("--context")
     return p
+
+
+def _seconds(text: str) -> float:
+    """A positive, finite number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (0 < value < 86400):
+        raise argparse.ArgumentTypeError(f"must be between 0 and 86400 seconds, got {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,7 +151,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.workload_timeout:
         pytest_args.append(f"--workload-timeout={args.workload_timeout}")
     pytest_args += [f"--image={i}" for i in args.image]
-    if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or (a.startswith("-n") and a[2:].isdigit()) for a in extra) \
+    if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or re.fullmatch(r"-n(\d+|auto|logical)", a) for a in extra) \
             and not any(a.startswith("--dist") for a in extra):
         pytest_args.append("--dist=loadfile")  # per-node workload runs are module-scoped: keep a module on one worker
     previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)

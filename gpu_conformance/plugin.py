@@ -18,6 +18,7 @@ from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.summary import Result, outcome_of, write_summary
+from gpu_conformance.workloads import GPU_TOLERATION
 
 NO_GPU_NODES = "no-gpu-nodes"
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
@@ -34,6 +35,7 @@ class Session:
     workload_timeout: float
     images: dict[str, str]
     run_id: str
+    tolerations: list[dict[str, str]]
     facts_cache: Path | None
     _target: Target | None = None
     _api: kr8s.Api | None = None
@@ -94,8 +96,8 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--image expects WORKLOAD=IMAGE, got {item!r}")
         images[workload] = image
     timeout = config.getoption("workload_timeout") or profile.timeouts.workload_s
-    if timeout <= 0:
-        raise pytest.UsageError("--workload-timeout must be positive")
+    if not (0 < timeout < 86400):  # also refuses nan and inf, which would make every wait endless
+        raise pytest.UsageError("--workload-timeout must be between 0 and 86400 seconds")
     node_selector = config.getoption("gpu_node_selector") or profile.gpu_nodes.selector
     kubeconfig = config.getoption("kubeconfig")
     target = None
@@ -108,16 +110,36 @@ def pytest_configure(config: pytest.Config) -> None:
         if not config.getoption("k8s_kubeconfig", None) and not config.getoption("k8s_provider", None):
             config.option.k8s_provider = "external"
             config.option.k8s_kubeconfig = str(target.kubeconfig)
-    # Decided once on the controller; xdist hands the controller's options to every worker.
+    # Decided once on the controller and handed to every xdist worker (workers re-parse the command
+    # line, so a default chosen here would differ per worker).
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None and workerinput.get("gc_run_id"):
+        config.option.run_id = workerinput["gc_run_id"]
     if not config.option.run_id:
         config.option.run_id = runner.new_run_id()
     run_id = config.option.run_id
+    if config.pluginmanager.hasplugin("xdist"):
+        config.pluginmanager.register(_XdistController(run_id), "gpu-conformance-xdist")
     cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json" if _is_worker(config) else None
-    sess = Session(kubeconfig, config.getoption("context"), profile, node_selector, timeout, images, run_id, cache,
-                   _target=target)
+    # Workloads tolerate the GPU taint, and the profile's own GPU taint where it uses another key.
+    tolerations = [dict(GPU_TOLERATION)]
+    if profile.taints.key != GPU_TOLERATION["key"]:
+        tolerations.append({"key": profile.taints.key, "operator": "Exists"})
+    sess = Session(kubeconfig, config.getoption("context"), profile, node_selector, timeout, images, run_id,
+                   tolerations, cache, _target=target)
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
+
+
+class _XdistController:
+    """xdist-only hook, registered only when xdist is installed."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def pytest_configure_node(self, node: Any) -> None:
+        node.workerinput["gc_run_id"] = self.run_id
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -179,6 +201,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         names = [n.name for n in sess.facts.gpu_nodes]
     except GpuConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
+    except kr8s.ServerError as exc:  # e.g. a malformed --gpu-node-selector (HTTP 400)
+        raise pytest.UsageError(f"listing nodes failed: {exc}") from None
     metafunc.parametrize("gpu_node_name", names or [NO_GPU_NODES], ids=names or [NO_GPU_NODES], scope="function")
 
 
@@ -248,22 +272,29 @@ class _Recorder:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
-        if "gc_status" not in props:
+        if "requirement" not in props:
+            return
+        if "gc_status" in props:
+            status, message = str(props["gc_status"]), str(props["gc_message"])
+        elif report.failed:  # e.g. a crashed xdist worker's report: never drop it
+            status, message = "error", str(report.longrepr)[-2000:]
+        else:
             return
         result = Result(
             nodeid=report.nodeid,
             id=str(props["requirement"]),
             node=str(props["node"]) or None,
-            status=str(props["gc_status"]),
-            message=str(props["gc_message"]),
+            status=status,
+            message=message,
             duration_s=round(report.duration, 3),
         )
         results = self.sess.results
-        # A check contributes one result: the first non-passing phase wins, else the call phase's pass.
+        # One result per check: a later phase replaces a pass or skip with a failure or error;
+        # the first failure or error stands.
         existing = next((i for i, r in enumerate(results) if r.nodeid == report.nodeid), None)
         if existing is None:
             results.append(result)
-        elif results[existing].status == "passed" and result.status != "passed":
+        elif results[existing].status in ("passed", "skipped") and result.status in ("failed", "error"):
             results[existing] = result
 
 
@@ -279,6 +310,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             runner.delete_run_namespaces(sess.api, sess.run_id)
         except Exception as exc:  # cleanup must not mask the run's outcome
             print(f"[gpu-conformance] warning: cleanup of run {sess.run_id} incomplete: {exc}")
+    cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{sess.run_id}.json"
+    for leftover in (cache, cache.with_name(cache.name + ".lock")):  # shared by this run's workers only
+        leftover.unlink(missing_ok=True)
     path = config.getoption("summary_json")
     if path:
         write_summary(Path(path), sess.results, catalogue.load(), started=config.stash[STARTED_KEY],

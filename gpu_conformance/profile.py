@@ -48,8 +48,8 @@ class Taints(_Strict):
 
 
 class Timeouts(_Strict):
-    workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0)
-    scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0)
+    workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
+    scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
 
 
 class Profile(_Strict):

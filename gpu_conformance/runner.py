@@ -137,6 +137,8 @@ class PodOutcome:
     state: PodState
     # Reached a final state: finished, or refused by the scheduler for a reason that waiting cannot fix.
     settled: bool = True
+    # Why the logs of a pod that ran could not be read (RBAC on pods/log, kubelet unreachable).
+    logs_error: str | None = None
     # Evidence: kept out of repr so assertion introspection stays readable.
     container_logs: Mapping[str, str] = field(default_factory=dict, repr=False)
     events: tuple[str, ...] = field(default=(), repr=False)
@@ -177,16 +179,16 @@ def events_by_object(api: kr8s.Api, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def _pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> dict[str, str]:
-    """Each container's log (a failure to fetch one is recorded as its text)."""
-    out = {}
+def _pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> tuple[dict[str, str], str | None]:
+    """Each container's log, and why one could not be fetched (None when all were)."""
+    out: dict[str, str] = {}
     for container in containers:
         try:
             pod = Pod.get(name, namespace=namespace, api=api)
             out[container] = "\n".join(pod.logs(container=container, timeout=30))
         except (kr8s.NotFoundError, *TRANSIENT) as exc:
-            out[container] = f"(logs unavailable: {type(exc).__name__}: {exc})"
-    return out
+            return out, f"{type(exc).__name__}: {exc}"
+    return out, None
 
 
 def _instant(stamp: str) -> dt.datetime:

@@ -22,13 +22,13 @@ def test_gpu_node_carries_the_gpu_taint(gpu_node: NodeFacts, gc_session: Session
 
 @pytest.mark.requirement("GPU-TAINT-002")
 def test_untolerating_pod_stays_off_and_tolerating_pod_runs(
-    gpu_node: NodeFacts, vector_add_untolerated: PodOutcome, vector_add: PodOutcome, requirement: Requirement
+    gpu_node: NodeFacts, untolerated_probe: PodOutcome, vector_add: PodOutcome, requirement: Requirement
 ) -> None:
-    # Step: a vector-add pod pinned to the node WITHOUT the GPU toleration was submitted.
-    refused = vector_add_untolerated.state.unschedulable or ""
+    # Step: a pod pinned to the node WITHOUT the GPU toleration (and no GPU request) was submitted.
+    refused = untolerated_probe.state.unschedulable or ""
     assert "untolerated taint" in refused, requirement.violation(
         gpu_node.name, "the pod without the toleration Pending with reason 'untolerated taint'",
-        vector_add_untolerated.describe())
+        untolerated_probe.describe())
 
     # Step: the same pod WITH the toleration ran.
     assert vector_add.succeeded, requirement.violation(

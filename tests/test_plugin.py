@@ -120,3 +120,39 @@ def test_check_without_requirement_in_suites_fails_collection(tmp_path_factory: 
         stray.unlink()
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert "test_unmarked: declares no requirement id" in proc.stderr
+
+
+def test_xdist_workers_share_the_controllers_run_id(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_ids='''
+import pytest
+from gpu_conformance.plugin import session_of
+
+@pytest.mark.parametrize("i", range(6))
+def test_record(i, request):
+    (request.config.rootpath / f"id-{i}.txt").write_text(session_of(request.config).run_id)
+''')
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider")
+    assert result.ret == 0
+    ids = {p.read_text() for p in pytester.path.glob("id-*.txt")}
+    assert len(ids) == 1, ids
+
+
+def test_a_teardown_error_after_a_skip_is_recorded_as_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_td='''
+import pytest
+
+@pytest.fixture
+def leaky():
+    yield
+    raise RuntimeError("could not delete the namespace")
+
+@pytest.mark.requirement("GPU-NODE-001")
+def test_skipped(leaky):
+    pytest.skip("capability absent")
+''')
+    import json
+
+    summary = pytester.path / "summary.json"
+    pytester.runpytest_subprocess(f"--summary-json={summary}", "-p", "no:cacheprovider")
+    (result,) = json.loads(summary.read_text())["results"]
+    assert result["status"] == "error" and "could not delete the namespace" in result["message"]

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,8 @@ NODES_READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 
 PROCESS_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# Written into every state directory `sim up` creates: nothing without it is ever deleted.
+MARKER = ".gpu-conformance-sim"
 
 
 def default_state_dir() -> Path:
@@ -81,6 +83,7 @@ class SimState:
     scenario_digest: str
     scenario_names: list[str]
     kubernetes_version: str
+    complete: bool = False  # set once every process is up and the nodes and stack are in place
 
     @property
     def kubeconfig(self) -> Path:
@@ -98,8 +101,11 @@ class SimState:
             "scenario_digest": self.scenario_digest,
             "scenario_names": self.scenario_names,
             "kubernetes_version": self.kubernetes_version,
+            "complete": self.complete,
         }
-        (self.state_dir / "state.json").write_text(json.dumps(data, indent=2))
+        tmp = self.state_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(data, indent=2))
+        os.replace(tmp, self.state_dir / "state.json")  # atomic: never a half-written state
 
     @classmethod
     def load(cls, state_dir: Path) -> SimState | None:
@@ -129,6 +135,27 @@ def _pid_is(pid: int, binary: str) -> bool:
 def process_status(state: SimState) -> dict[str, bool]:
     """Per process: is it alive and still ours."""
     return {name: _pid_is(pid, state.binaries[name]) for name, pid in state.pids.items()}
+
+
+def _healthy(state: SimState | None) -> bool:
+    """A cluster `up` finished starting, with every one of its processes alive."""
+    if state is None or not state.complete:
+        return False
+    alive = process_status(state)
+    return all(alive.get(name, False) for name in PROCESS_ORDER)
+
+
+def _remove_state_dir(path: Path) -> None:
+    """Delete a state directory, but only one that `sim up` created (it holds the marker) or an empty one."""
+    if not path.exists():
+        return
+    if path.is_dir() and not any(path.iterdir()):
+        path.rmdir()
+        return
+    if not (path / MARKER).is_file():
+        raise SimError(f"{path} exists but was not created by `gpu-conformance sim up` (no {MARKER}); "
+                       "refusing to delete it: choose another --state-dir")
+    shutil.rmtree(path)
 
 
 def _start(name: str, argv: list[str], state_dir: Path) -> int:
@@ -295,8 +322,7 @@ class SimCluster:
         return SimState.load(self.state_dir)
 
     def is_up(self) -> bool:
-        st = self.state()
-        return st is not None and all(process_status(st).values())
+        return _healthy(self.state())
 
     def api(self) -> kr8s.Api:
         st = self.state()
@@ -311,7 +337,7 @@ class SimCluster:
         nodes = all_nodes(scenarios)
         existing = self.state()
         if existing is not None:
-            if all(process_status(existing).values()):
+            if _healthy(existing):
                 if existing.scenario_digest == digest:
                     _say(f"already up at {existing.server} with scenario(s) {', '.join(existing.scenario_names)}")
                 else:
@@ -337,10 +363,10 @@ class SimCluster:
 
     def _start(self, bins: binaries.Binaries, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
         sd = self.state_dir
-        if sd.exists():
-            shutil.rmtree(sd)
+        _remove_state_dir(sd)
         (sd / "logs").mkdir(parents=True)
         sd.chmod(0o700)
+        (sd / MARKER).write_text("state directory of a simulated GPU cluster; `gpu-conformance sim down` removes it\n")
         pki_dir = sd / "pki"
         pki.generate(pki_dir, SERVICE_IP)
         ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
@@ -374,7 +400,9 @@ class SimCluster:
             _say("start-up failed; stopping what was started")
             self.down(quiet=True, keep_logs=True)
             raise
-        return st
+        done = replace(st, complete=True)
+        done.save()
+        return done
 
     def _argv(self, name: str, st: SimState) -> list[str]:
         sd, p, b = st.state_dir, st.ports, st.binaries
@@ -535,13 +563,14 @@ class SimCluster:
         self._stop_pid("kwok", st)
         self._write_kwok_config(st, nodes, scenarios)
         st.pids["kwok"] = _start("kwok", self._argv("kwok", st), st.state_dir)
+        st.save()  # so `sim down` stops this kwok even if applying fails below
         self._wait_process("kwok", st)
         wait_for(lambda: [n.name for n in api.get("nodes", label_selector=SCENARIO_LABEL)], lambda ns: not ns,
                  what="old simulated nodes to be deleted", timeout=START_TIMEOUT_S)
         self._create_nodes(st, nodes)
         self._wait_ready(st, nodes)
         self._create_stack(st, scenarios)
-        new = SimState(st.state_dir, st.ports, st.pids, st.binaries, digest, [s.name for s in scenarios], st.kubernetes_version)
+        new = replace(st, scenario_digest=digest, scenario_names=[s.name for s in scenarios], complete=True)
         new.save()
         return new
 
@@ -562,8 +591,8 @@ class SimCluster:
         if st is None:
             if not quiet:
                 _say(f"nothing to stop in {self.state_dir}")
-            if self.state_dir.exists() and not keep_logs:
-                shutil.rmtree(self.state_dir)
+            if not keep_logs:
+                _remove_state_dir(self.state_dir)
             return False
         # Stop in reverse start order; reap the ones that are our own children.
         for name in reversed(PROCESS_ORDER):
@@ -574,7 +603,7 @@ class SimCluster:
         if keep_logs:
             (st.state_dir / "state.json").unlink(missing_ok=True)
         else:
-            shutil.rmtree(st.state_dir, ignore_errors=True)
+            _remove_state_dir(st.state_dir)
         if not quiet:
             _say(f"stopped {len(st.pids)} processes and removed {st.state_dir}")
         return True
@@ -587,8 +616,9 @@ class SimCluster:
         procs = process_status(st)
         out: dict[str, Any] = {
             "state_dir": str(st.state_dir),
-            "up": all(procs.values()),
-            "server": st.server,
+            "up": _healthy(st),
+            "complete": st.complete,
+            "server": st.server if "apiserver" in st.ports else None,
             "kubeconfig": str(st.kubeconfig),
             "kubernetes_version": st.kubernetes_version,
             "scenarios": st.scenario_names,
