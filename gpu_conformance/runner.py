@@ -265,8 +265,11 @@ def run_pods(
         name = names[key]
         state = states.get(name, ABSENT)
         containers = [c["name"] for c in manifest["spec"]["containers"]]
-        logs = _pod_logs(api, namespace, name, containers) if state.phase in ("Succeeded", "Failed", "Running") else {}
-        outcomes[key] = PodOutcome(node, name, namespace, state, settled(key, state), logs, tuple(events.get(name, [])), manifest)
+        logs, logs_error = (_pod_logs(api, namespace, name, containers)
+                            if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
+        outcomes[key] = PodOutcome(node=node, pod=name, namespace=namespace, state=state, settled=settled(key, state),
+                                   logs_error=logs_error, container_logs=logs, events=tuple(events.get(name, [])),
+                                   spec=manifest)
     done = sum(o.settled for o in outcomes.values())
     _say(f"{what}: {done}/{len(outcomes)} pod(s) settled in {time.monotonic() - started:.1f}s")
     return outcomes
