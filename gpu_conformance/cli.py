@@ -56,6 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     simsub.add_parser("status", help="print the simulated cluster's state as JSON")
     simsub.add_parser("build", help="build (or find) the control-plane binaries and cache them")
     simsub.add_parser("scenarios", help="list the bundled scenarios")
+    prof = simsub.add_parser("profile", help="print the cluster profile a bundled scenario is meant to be run with")
+    prof.add_argument("scenario", nargs="?", default="healthy", metavar="FILE_OR_NAME")
     mx = simsub.add_parser("matrix", help="run the suite on every bundled scenario and print the detection matrix")
     mx.add_argument("--kubeconfig", type=Path, help="a running simulated cluster with every bundled scenario loaded "
                                                   "(default: start a fresh one)")
@@ -221,6 +223,14 @@ def _sim(args: argparse.Namespace) -> int:
         binaries.ensure()
         for name, path in binaries.ensure(allow_build=False).paths.items():
             print(f"{name}: {path}")
+        return 0
+    if args.sim_command == "profile":
+        import yaml
+
+        path = scenario.resolve(args.scenario)
+        if not path.is_file():
+            raise ConfigError(f"scenario {args.scenario!r}: no such file or bundled scenario")
+        print(yaml.safe_dump(scenario.load(path).profile.model_dump(mode="json"), sort_keys=False), end="")
         return 0
     if args.sim_command == "matrix":
         from gpu_conformance.sim import matrix

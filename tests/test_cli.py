@@ -60,3 +60,14 @@ def test_unknown_option_is_a_usage_error() -> None:
     proc = _cli("sim", "status", "--bogus")
     assert proc.returncode == 2 and "unrecognized arguments: --bogus" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_sim_profile_prints_a_loadable_profile(tmp_path: Path) -> None:
+    from gpu_conformance import profile
+
+    proc = _cli("sim", "profile", "healthy")
+    assert proc.returncode == 0, proc.stderr
+    path = tmp_path / "p.yaml"
+    path.write_text(proc.stdout)
+    loaded = profile.load(path)
+    assert loaded.taints.required and [g.name for g in loaded.groups] == ["h100", "a100"]
