@@ -87,6 +87,7 @@ class PodState:
     reason: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+    node: str | None = None  # where the scheduler bound it
 
     @property
     def finished(self) -> bool:
@@ -124,7 +125,8 @@ def pod_state(raw: Mapping[str, Any]) -> PodState:
     for cond in status.get("conditions", []) or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             unschedulable = str(cond.get("message", "Unschedulable"))
-    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason, started, finished)
+    node = (raw.get("spec", {}) or {}).get("nodeName")
+    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason, started, finished, node)
 
 
 @dataclass(frozen=True)
@@ -155,7 +157,7 @@ class PodOutcome:
 
     def describe(self) -> str:
         st = self.state
-        parts = [f"pod {self.namespace}/{self.pod} phase {st.phase}"]
+        parts = [f"pod {self.namespace}/{self.pod} phase {st.phase}" + (f" on node {st.node}" if st.node else "")]
         if st.exit_code is not None:
             parts.append(f"exit code {st.exit_code}")
         if st.unschedulable:
@@ -217,11 +219,13 @@ def run_pods(
     what: str,
     timeout: float,
     unschedulable_is_final: bool | Callable[[K, str], bool] = True,
+    bound_is_final: bool = False,
 ) -> dict[K, PodOutcome]:
     """Create the pods (key -> (node, manifest)) in `namespace`, wait until each settles, collect evidence.
 
     A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
     says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
+    With `bound_is_final`, a pod the scheduler has placed on a node has settled too.
     """
     started = time.monotonic()
     for _, manifest in pods.values():
@@ -235,7 +239,7 @@ def run_pods(
     refused_since: dict[str, float] = {}
 
     def settled(key: K, st: PodState) -> bool:
-        if st.finished:
+        if st.finished or (bound_is_final and st.node):
             return True
         if st.unschedulable is None:
             refused_since.pop(names[key], None)

@@ -25,6 +25,8 @@ GKE_COMPONENTS: Mapping[str, str] = {
     "device-plugin": "nvidia-gpu-device-plugin",
     "driver-installer": "nvidia-driver-installer",
 }
+# The node label with which a node opts out of an operand (`nvidia.com/gpu.deploy.<name>=false`).
+OPERAND_DEPLOY_LABEL = {c: f"nvidia.com/gpu.deploy.{'operator-validator' if c == 'validator' else c}" for c in OPERATOR_OPERANDS}
 # Detection order when several flavours are present.
 FLAVOURS: tuple[Flavour, ...] = ("gpu-operator", "gke", "nvidia-device-plugin")
 
@@ -129,8 +131,11 @@ class StackFacts:
     def pods_on(self, node: str, flavour: Flavour, component: str | None = None) -> list[ComponentPod]:
         return [p for p in self.pods if p.node == node and p.flavour == flavour and component in (None, p.component)]
 
-    def components(self, flavour: Flavour) -> list[str]:
-        return sorted({d.component for d in self.daemonsets if d.flavour == flavour})
+    def components(self, flavour: Flavour, node_labels: Mapping[str, str] | None = None) -> list[str]:
+        """Components of a flavour expected on a node (GPU Operator operands the node opts out of excluded)."""
+        labels = node_labels or {}
+        return sorted({d.component for d in self.daemonsets if d.flavour == flavour
+                       and labels.get(OPERAND_DEPLOY_LABEL.get(d.component, ""), "true") != "false"})
 
     def owning_policies(self) -> list[str]:
         """ClusterPolicies owning operands that run on the selected nodes."""

@@ -36,7 +36,7 @@ def test_operator_operands_ready_on_node(
 
     # Step: one pod of every operand on this node, all Ready.
     pods = gpu_stack.pods_on(gpu_node.name, "gpu-operator")
-    missing = sorted(set(gpu_stack.components("gpu-operator")) - {p.component for p in pods})
+    missing = sorted(set(gpu_stack.components("gpu-operator", gpu_node.labels)) - {p.component for p in pods})
     assert not missing, requirement.violation(gpu_node.name, "a pod of every operand on the node", f"missing: {', '.join(missing)}")
     bad = not_ready(pods)
     assert not bad, requirement.violation(gpu_node.name, "every operand pod Ready", "; ".join(p.describe() for p in bad))

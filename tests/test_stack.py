@@ -45,3 +45,12 @@ def test_flavour_choice() -> None:
     assert ref is not None
     pod = stack.component_pod(ref, {"metadata": {"name": "p"}, "spec": {"nodeName": "n"}, "status": {}})
     assert stack.expected_flavour(StackFacts((ref,), (pod,), ()), "auto")[0] == "gke"
+
+
+def test_operands_a_node_opts_out_of_are_not_expected_there() -> None:
+    refs = tuple(r for n in ("nvidia-driver-daemonset", "nvidia-dcgm-exporter", "nvidia-operator-validator")
+                 if (r := stack.classify(_ds(n, owner="cp"))) is not None)
+    facts = StackFacts(refs, (), ())
+    assert facts.components("gpu-operator") == ["dcgm-exporter", "driver", "validator"]
+    opted_out = {"nvidia.com/gpu.deploy.dcgm-exporter": "false", "nvidia.com/gpu.deploy.operator-validator": "false"}
+    assert facts.components("gpu-operator", opted_out) == ["driver"]
