@@ -4,7 +4,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ def test_single_h100_table_matches_the_capture_layout() -> None:
     for ours, real in zip(table, CAPTURE, strict=True):
         assert len(ours) == len(real.rstrip()), (ours, real)
     # Everything except per-GPU readings (bus id, temperature, power) is identical.
-    same = [i for i, (a, b) in enumerate(zip(table, CAPTURE)) if a == b.rstrip()]
+    same = [i for i, (a, b) in enumerate(zip(table, CAPTURE, strict=True)) if a == b.rstrip()]
     assert len(same) == len(CAPTURE) - 2
     assert table[1] == CAPTURE[1].rstrip()  # driver and CUDA version line
 

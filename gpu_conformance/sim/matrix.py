@@ -130,10 +130,10 @@ def main(kubeconfig: Path | None, jobs: int, readme: Path | None) -> int:
         finally:
             if sim is not None:
                 sim.down(quiet=True)
-    results = [(sc, evaluate(sc, summary)) for sc, (_, summary, _) in zip(all_scenarios, runs)]
+    results = [(sc, evaluate(sc, summary)) for sc, (_, summary, _) in zip(all_scenarios, runs, strict=True)]
     text = table(results)
     print(text)
-    for (sc, verdict), (code, summary, output) in zip(results, runs):
+    for (sc, verdict), (code, summary, output) in zip(results, runs, strict=True):
         for problem in verdict.problems:
             print(f"  {sc.name}: {problem}", file=sys.stderr)
         if not summary:
