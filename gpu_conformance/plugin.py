@@ -119,7 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = config.option.run_id
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(run_id), "gpu-conformance-xdist")
-    cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json" if _is_worker(config) else None
+    cache = _facts_cache(run_id) if _is_worker(config) else None
     # Workloads tolerate the GPU taint, and the profile's own GPU taint where it uses another key.
     tolerations = [dict(GPU_TOLERATION)]
     if profile.taints.key != GPU_TOLERATION["key"]:
@@ -139,6 +139,11 @@ class _XdistController:
 
     def pytest_configure_node(self, node: Any) -> None:
         node.workerinput["gc_run_id"] = self.run_id
+
+
+def _facts_cache(run_id: str) -> Path:
+    """Where a run's xdist workers share the cluster facts."""
+    return Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -309,7 +314,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             runner.delete_run_namespaces(sess.api, sess.run_id)
         except Exception as exc:  # cleanup must not mask the run's outcome
             print(f"[gpu-conformance] warning: cleanup of run {sess.run_id} incomplete: {exc}")
-    cache = Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{sess.run_id}.json"
+    cache = _facts_cache(sess.run_id)
     for leftover in (cache, cache.with_name(cache.name + ".lock")):  # shared by this run's workers only
         leftover.unlink(missing_ok=True)
     path = config.getoption("summary_json")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import sys
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ import httpx
 import kr8s
 from kr8s.objects import Namespace, Pod
 
+from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, wait_for
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
 
@@ -31,8 +31,6 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
-def _say(msg: str) -> None:
-    print(f"[gpu-conformance] {msg}", file=sys.stderr, flush=True)
 
 
 def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:
@@ -230,7 +228,7 @@ def run_pods(
     started = time.monotonic()
     for _, manifest in pods.values():
         Pod(dict(manifest), api=api).create()
-    _say(f"{what}: created {len(pods)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
+    say(f"{what}: created {len(pods)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
     names = {key: str(manifest["metadata"]["name"]) for key, (_, manifest) in pods.items()}
 
     def observe() -> dict[str, PodState]:
@@ -275,7 +273,7 @@ def run_pods(
                                    logs_error=logs_error, container_logs=logs, events=tuple(events.get(name, [])),
                                    spec=manifest)
     done = sum(o.settled for o in outcomes.values())
-    _say(f"{what}: {done}/{len(outcomes)} pod(s) settled in {time.monotonic() - started:.1f}s")
+    say(f"{what}: {done}/{len(outcomes)} pod(s) settled in {time.monotonic() - started:.1f}s")
     return outcomes
 
 

@@ -8,16 +8,19 @@ proxy (nothing is downloaded from release sites).
 from __future__ import annotations
 
 import os
+from functools import partial
 import shutil
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpu_conformance.progress import say
 from gpu_conformance.errors import SimError
+
+_say = partial(say, topic="sim")
 
 KUBERNETES_VERSION = "1.36.3"
 # Kubernetes 1.36.3 itself depends on etcd server v3.6.8, so both build in one module.
@@ -78,8 +81,6 @@ def missing() -> list[str]:
     return [c for c in COMPONENTS if _find_existing(c) is None]
 
 
-def _say(msg: str) -> None:
-    print(f"[gpu-conformance sim] {msg}", file=sys.stderr, flush=True)
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], what: str) -> None:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import partial
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass, replace
@@ -23,11 +23,14 @@ import kr8s.objects
 from kr8s.objects import Node
 
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
+from gpu_conformance.progress import say
 from gpu_conformance.errors import SimError
 from gpu_conformance.sim import binaries, kwokconfig, pki, stackobjects
 from gpu_conformance.sim.kwokconfig import NOT_READY_LABEL
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
 from gpu_conformance.waiting import WaitTimeout, wait_for
+
+_say = partial(say, topic="sim")
 
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
@@ -52,8 +55,6 @@ def default_state_dir() -> Path:
     return Path(base) / "gpu-conformance" / "sim"
 
 
-def _say(msg: str) -> None:
-    print(f"[gpu-conformance sim] {msg}", file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:
