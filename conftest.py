@@ -1,3 +1,3 @@
 """Root conftest: load the suite's fixtures (the plugin itself comes from the pytest11 entry point)."""
 
-pytest_plugins = ["fixtures.namespaces", "fixtures.workloads", "fixtures.stack"]
+pytest_plugins = ["fixtures.namespaces", "fixtures.workloads", "fixtures.stack", "fixtures.versions"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -232,6 +233,16 @@ def requirement(request: pytest.FixtureRequest) -> Requirement:
 
 
 @pytest.fixture
+def evidence(request: pytest.FixtureRequest) -> Callable[[str], None]:
+    """Record a line of evidence for the reports (summary.json, JUnit properties), whatever the outcome."""
+
+    def add(text: str) -> None:
+        request.node.user_properties.append(("gc_evidence", text))
+
+    return add
+
+
+@pytest.fixture
 def gpu_nodes(cluster_facts: facts.ClusterFacts, requirement: Requirement) -> tuple[NodeFacts, ...]:
     """Every selected GPU node; with none at all, the check fails (a cluster without GPUs is not conformant)."""
     if not cluster_facts.gpu_nodes:
@@ -291,6 +302,7 @@ class _Recorder:
             status=status,
             message=message,
             duration_s=round(report.duration, 3),
+            evidence="\n".join(str(v) for k, v in report.user_properties if k == "gc_evidence"),
         )
         results = self.sess.results
         # One result per check: a later phase replaces a pass or skip with a failure or error;

@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gpu_conformance import compat
 from gpu_conformance.yamlload import load_model
 
 DevicePluginFlavour = Literal["auto", "nvidia-device-plugin", "gpu-operator", "gke"]
@@ -47,6 +48,28 @@ class Taints(_Strict):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] = "NoSchedule"
 
 
+class Versions(_Strict):
+    """The driver the cluster must run: a minimum, and the CUDA versions its workload images are built with."""
+
+    minimum_driver: str | None = None
+    cuda: list[str] = []
+
+    @field_validator("minimum_driver")
+    @classmethod
+    def _driver(cls, value: str | None) -> str | None:
+        if value is not None:
+            compat.parse_version(value, "driver")  # CompatError is a ValueError: pydantic reports it
+        return value
+
+    @field_validator("cuda")
+    @classmethod
+    def _cuda(cls, value: list[str]) -> list[str]:
+        table = compat.load()
+        for item in value:
+            table.release_for(compat.parse_version(item, "CUDA"))
+        return value
+
+
 class Timeouts(_Strict):
     workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
     scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
@@ -60,6 +83,7 @@ class Profile(_Strict):
     taints: Taints = Taints()
     device_plugin: DevicePluginFlavour = "auto"
     images: dict[str, str] = {}
+    versions: Versions = Versions()
     timeouts: Timeouts = Timeouts()
 
     def group_of(self, labels: Mapping[str, str]) -> NodeGroup | None:

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 import kr8s
-from kr8s.objects import Namespace, Pod
+from kr8s.objects import Namespace, Pod, object_from_spec
 
 from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, wait_for
@@ -31,6 +31,9 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
+def create_object(api: kr8s.Api, manifest: dict[str, Any]) -> None:
+    """Create one supporting object (a ConfigMap a workload mounts) from its manifest."""
+    object_from_spec(manifest, api=api).create()
 
 
 def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:

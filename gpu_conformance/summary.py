@@ -25,6 +25,7 @@ class Result:
     status: str
     message: str
     duration_s: float
+    evidence: str = ""  # what the check measured, recorded whatever the outcome
 
 
 def _is_conformance_failure(exc: BaseException) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import string
@@ -81,3 +82,21 @@ def render(
     except KeyError as exc:
         raise ConfigError(f"workload {workload!r} needs a value for {exc.args[0]}") from None
     return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
+PROBE_CODE_CONFIGMAP = "nvml-probe-code"
+
+
+def probe_code(namespace: str, run_id: str) -> dict[str, Any]:
+    """The ConfigMap the nvml-probe workload mounts: gpu_conformance/probe.py and pynvml (nvidia-ml-py)."""
+    spec = importlib.util.find_spec("pynvml")
+    if spec is None or spec.origin is None:
+        raise ConfigError("the nvml-probe workload needs the pynvml module (pip install nvidia-ml-py)")
+    probe_py = Path(__file__).with_name("probe.py")
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": PROBE_CODE_CONFIGMAP, "namespace": namespace,
+                     "labels": {MANAGED_BY_LABEL: MANAGED_BY, WORKLOAD_LABEL: "nvml-probe", RUN_LABEL: run_id}},
+        "data": {"init.py": "", "probe.py": probe_py.read_text(), "pynvml.py": Path(spec.origin).read_text()},
+    }

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from gpu_conformance import probe
 from gpu_conformance.sim import outputs
 from gpu_conformance.sim.scenario import NodeSpec
 
@@ -50,3 +51,16 @@ def test_simulated_outputs_parse_with_the_suite_parsers_and_match_the_scenario()
             seen = probe.parse_probe(outputs.probe_json(node, spec, requested=spec.gpus))
             assert [g.uuid for g in seen.gpus] == [outputs.gpu_uuid(node, i) for i in range(spec.gpus)], node
             assert seen.driver_version == spec.driver and seen.cuda_driver_version == spec.cuda
+
+
+def test_probe_output_carries_the_scenarios_memory_errors_on_the_named_gpus() -> None:
+    from gpu_conformance import versions
+    from gpu_conformance.sim.scenario import MemoryErrors
+
+    spec = NodeSpec(name="n", gpus=8, memory_errors=MemoryErrors(gpus=[3], volatile_uncorrected=2, row_remap_failure=True))
+    facts = probe.parse_probe(outputs.behaviour("nvml-probe", "n", spec).output or "")
+    assert len(facts.gpus) == 8  # the suite's probe pod holds every allocatable GPU
+    problems = versions.memory_problems(facts)
+    assert [p.split(":")[0].split(" (")[0] for p in problems] == ["GPU 3", "GPU 3"]
+    healthy = probe.parse_probe(outputs.behaviour("nvml-probe", "n", NodeSpec(name="n", gpus=8)).output or "")
+    assert versions.memory_problems(healthy) == []

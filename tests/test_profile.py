@@ -35,6 +35,11 @@ def test_documented_example_loads() -> None:
          "line 4: groups.0.gpu_count: Input should be greater than or equal to 1"),
         ("device_plugin: nvidia\n", "line 1: device_plugin: Input should be 'auto', 'nvidia-device-plugin', 'gpu-operator' or 'gke'"),
         ("- just\n- a list\n", "expected a mapping at the top level"),
+        ("versions:\n  minimum_driver: latest\n",
+         "line 2: versions.minimum_driver: Value error, malformed driver version 'latest': expected numbers separated by dots, like 535.104.05"),
+        ("versions:\n  cuda: ['12.4', '99.1']\n",
+         "line 2: versions.cuda: Value error, CUDA 99.1 is not a toolkit release in the compatibility table (10.0 to 13.4, "
+         "from https://docs.nvidia.com/cuda/cuda-toolkit-release-notes/index.html#cuda-driver)"),
     ],
 )
 def test_bad_profiles_name_file_line_key_and_problem(tmp_path: Path, text: str, message: str) -> None:

@@ -128,3 +128,29 @@ def test_sigterm_mid_run_cleans_up_and_exits_3(sim_kubeconfig: Path, sim_api: kr
     assert proc.returncode == 3, out
     wait_for(lambda: [ns.name for ns in sim_api.get("namespaces", label_selector=f"gpu-conformance.io/run-id={run_id}")],
              lambda left: not left, what="the interrupted run's namespaces to be deleted", timeout=60)
+
+
+def test_driver_gate_reports_mode_and_needed_driver_on_pass_and_fail(run_suite, tmp_path: Path) -> None:
+    import yaml
+
+    sc = scenario.load(scenario.resolve("fault-driver-too-old"))
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
+    code, summary, out, _ = run_suite(sc.name, f"--profile={profile}", "-k", "supports_profile_cuda")
+    assert code == 1, out
+    results = _by_check(summary)
+    native, minor, old = (results[("GPU-VER-001", n)] for n in ("od-gpu-1", "od-gpu-2", "od-gpu-3"))
+    assert (native["status"], minor["status"], old["status"]) == ("passed", "passed", "failed")
+    assert "CUDA 12.4: native (native needs >= 550.54.14" in native["evidence"]
+    assert "driver 535.216.01 (nvidia-smi in a GPU pod)" in minor["evidence"]
+    assert "CUDA 12.4: minor-version (native needs >= 550.54.14, minor-version compatibility >= 525.60.13)" in minor["evidence"]
+    assert old["message"].startswith("GPU-VER-001 node od-gpu-3: expected a driver at or above 450.80.02 that runs CUDA 12.4")
+    assert "CUDA 12.4: incompatible (native needs >= 550.54.14, minor-version compatibility >= 525.60.13)" in old["message"]
+    assert old["evidence"] and "Remediation: Upgrade the NVIDIA driver" in old["message"]
+
+
+def test_without_versions_in_the_profile_the_gate_is_skipped_with_the_reason(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-driver-too-old", "-k", "supports_profile_cuda")
+    assert code == 0, out
+    assert {(r["status"], r["message"]) for r in summary["results"]} == {
+        ("skipped", "the profile sets no versions.minimum_driver and no versions.cuda to check the driver against")}

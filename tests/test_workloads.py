@@ -19,7 +19,7 @@ def test_every_workload_has_a_pinned_default_image() -> None:
 
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_rendered_pods_are_labelled_pinned_and_tolerate_the_gpu_taint(workload: str) -> None:
-    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30, "hold_s": 5})
+    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30, "hold_s": 5, "code_configmap": "code"})
     pods = [d for d in docs if d["kind"] == "Pod"]
     assert len(pods) == 1
     pod = pods[0]
@@ -56,3 +56,33 @@ def test_simulated_workloads_and_manifests_agree() -> None:
     from gpu_conformance.sim.scenario import KNOWN_WORKLOADS
 
     assert sorted(KNOWN_WORKLOADS) == WORKLOADS
+
+
+def test_the_probe_runs_from_a_configmap_on_a_stock_python_image(tmp_path) -> None:
+    """Lay the ConfigMap out as the kubelet mounts it and run the probe from it (here: no NVML, so exit 3).
+
+    The same layout ran on a real H100: tests/data/h100/probe-from-configmap.json is its output.
+    """
+    import subprocess
+    import sys
+
+    from gpu_conformance.workloads import PROBE_CODE_CONFIGMAP, probe_code
+
+    cm = probe_code("ns", "r1")
+    assert cm["metadata"]["labels"][RUN_LABEL] == "r1" and cm["metadata"]["name"] == PROBE_CODE_CONFIGMAP
+    assert sum(len(v.encode()) for v in cm["data"].values()) < 1024 * 1024  # the ConfigMap size limit
+    pod = render("nvml-probe", namespace="ns", node="n", run_id="r1", extra={"code_configmap": PROBE_CODE_CONFIGMAP})[0]
+    volume = pod["spec"]["volumes"][0]["configMap"]
+    assert volume["name"] == PROBE_CODE_CONFIGMAP
+    for item in volume["items"]:
+        (tmp_path / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / item["path"]).write_text(cm["data"][item["key"]])
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env["PYTHONPATH"] == container["volumeMounts"][0]["mountPath"]
+    env["PYTHONPATH"] = str(tmp_path)
+    code = "import runpy, sys, pynvml; print(pynvml.__file__, file=sys.stderr); runpy.run_module('gpu_conformance.probe', run_name='__main__')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60, check=False,
+                          cwd=tmp_path)
+    assert proc.stderr.splitlines()[0] == str(tmp_path / "pynvml.py")  # the shipped pynvml, not an installed one
+    assert proc.returncode == 3 and "gpu-conformance probe: NVML not available" in proc.stderr

@@ -241,19 +241,29 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
     if not spec.ready:
         labels[NOT_READY_LABEL] = "true"
     if spec.gpus > 0 and spec.gfd_labels:
-        drv = (spec.driver.split(".") + ["0", "0"])[:3]
-        cuda = (spec.cuda.split(".") + ["0"])[:2]
+        driver = spec.labelled_driver or spec.driver
+        cuda = spec.labelled_cuda or spec.cuda
+        drv = (driver.split(".") + ["", ""])[:3]
+        cu = (cuda.split(".") + ["0"])[:2]
         labels.update(
             {
                 "nvidia.com/gpu.present": "true",
                 "nvidia.com/gpu.product": spec.product,
                 "nvidia.com/gpu.count": str(spec.gpus),
                 "nvidia.com/gpu.memory": str(spec.memory_mib),
+                # GPU Feature Discovery writes the current names and, still, the deprecated ones.
+                "nvidia.com/cuda.driver-version.full": driver,
+                "nvidia.com/cuda.driver-version.major": drv[0],
+                "nvidia.com/cuda.driver-version.minor": drv[1],
+                "nvidia.com/cuda.driver-version.revision": drv[2],
+                "nvidia.com/cuda.runtime-version.full": cuda,
+                "nvidia.com/cuda.runtime-version.major": cu[0],
+                "nvidia.com/cuda.runtime-version.minor": cu[1],
                 "nvidia.com/cuda.driver.major": drv[0],
                 "nvidia.com/cuda.driver.minor": drv[1],
                 "nvidia.com/cuda.driver.rev": drv[2],
-                "nvidia.com/cuda.runtime.major": cuda[0],
-                "nvidia.com/cuda.runtime.minor": cuda[1],
+                "nvidia.com/cuda.runtime.major": cu[0],
+                "nvidia.com/cuda.runtime.minor": cu[1],
             }
         )
     labels.update(spec.labels)

@@ -95,12 +95,20 @@ def _listing(node: str, spec: NodeSpec, requested: int) -> str:
 def probe_json(node: str, spec: NodeSpec, requested: int = 1) -> str:
     """What the NVML probe prints in a pod that requested `requested` GPUs on this node."""
     major, _, minor = spec.cuda.partition(".")
+    bad = spec.memory_errors
+
+    def errors(i: int) -> tuple[int, probe.RemappedRows]:
+        if bad is None or i not in bad.gpus:
+            return 0, probe.RemappedRows(0, 0, False, False)
+        return bad.volatile_uncorrected, probe.RemappedRows(0, 1 if bad.row_remap_failure else 0,
+                                                            bad.row_remap_pending, bad.row_remap_failure)
+
     gpus = tuple(
         probe.GpuFacts(
             index=i, name=marketing_name(spec.product), uuid=gpu_uuid(node, i), pci_bus_id=f"00000000:{0x18 + i * 0x10:02X}:00.0",
             memory_total_mib=spec.memory_mib, memory_used_mib=0, persistence_mode=True,
-            ecc_mode=probe.EnabledState(True, True), ecc_volatile_uncorrected=0, retired_pages=None,
-            remapped_rows=probe.RemappedRows(0, 0, False, False), mig_mode=probe.EnabledState(False, False),
+            ecc_mode=probe.EnabledState(True, True), ecc_volatile_uncorrected=errors(i)[0], retired_pages=None,
+            remapped_rows=errors(i)[1], mig_mode=probe.EnabledState(False, False),
             mig_devices=(), temperature_c=34, power_draw_w=70.0, power_limit_w=700.0,
         )
         for i in range(visible_gpus(spec, requested))
@@ -121,7 +129,8 @@ def _default_output(workload: str, node: str, spec: NodeSpec, container: str | N
     if workload in ("isolation-pair", "gpu-hold"):
         return _listing(node, spec, 1 if workload == "isolation-pair" else spec.gpus)
     if workload == "nvml-probe":
-        return probe_json(node, spec) if exit_code == 0 else "gpu-conformance probe: NVML not available: Driver Not Loaded"
+        # The suite's probe pod requests every allocatable GPU of the node.
+        return probe_json(node, spec, spec.allocatable) if exit_code == 0 else "gpu-conformance probe: NVML not available: Driver Not Loaded"
     if workload == "notebook":
         return "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
     return f"{workload}: simulated run completed"

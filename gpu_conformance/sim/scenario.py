@@ -41,6 +41,15 @@ class WorkloadBehaviour(_Strict):
     duration_s: float = Field(default=0.3, ge=0, le=3600)
 
 
+class MemoryErrors(_Strict):
+    """Uncorrected GPU memory errors the NVML probe reports for some GPUs of a node."""
+
+    gpus: list[int] = Field(default=[0], min_length=1)  # indices of the affected GPUs
+    volatile_uncorrected: int = Field(default=0, ge=0)
+    row_remap_pending: bool = False
+    row_remap_failure: bool = False
+
+
 class NodeSpec(_Strict):
     """One node, or `replicas` identical nodes named `<name>-1..N`."""
 
@@ -62,6 +71,10 @@ class NodeSpec(_Strict):
     driver: str = "580.159.04"
     cuda: str = "13.0"
     gfd_labels: bool = True
+    # What the GFD labels claim, when stale (default: driver and cuda above).
+    labelled_driver: str | None = None
+    labelled_cuda: str | None = None
+    memory_errors: MemoryErrors | None = None
     labels: dict[str, str] = {}
     taints: list[Taint] = []
     cpu: str = "64"
