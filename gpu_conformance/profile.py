@@ -54,6 +54,12 @@ class Versions(_Strict):
     minimum_driver: str | None = None
     cuda: list[str] = []
 
+    def describe(self) -> str:
+        """`a driver at or above 550.54.15 that runs CUDA 12.4, 12.8`."""
+        parts = [f"at or above {self.minimum_driver}"] if self.minimum_driver else []
+        parts += [f"that runs CUDA {', '.join(self.cuda)}"] if self.cuda else []
+        return "a driver " + " ".join(parts)
+
     @field_validator("minimum_driver")
     @classmethod
     def _driver(cls, value: str | None) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
 from gpu_conformance.nvsmi import NvidiaSmiParseError, parse
-from gpu_conformance.plugin import Session
+from gpu_conformance.profile import Versions
 from gpu_conformance.probe import ProbeFacts
 from gpu_conformance.runner import PodOutcome
 from gpu_conformance.versions import (DriverFacts, GroupDrivers, from_labels, gate, label_mismatches, memory_problems,
@@ -31,24 +31,18 @@ def test_nvidia_smi_reports_driver_and_cuda(gpu_node: NodeFacts, nvidia_smi: Pod
 
 
 @pytest.mark.requirement("GPU-VER-001")
-def test_driver_supports_profile_cuda_versions(gpu_node: NodeFacts, node_driver: DriverFacts, gc_session: Session,
+def test_driver_supports_profile_cuda_versions(gpu_node: NodeFacts, wanted_versions: Versions, node_driver: DriverFacts,
                                                requirement: Requirement, evidence: Callable[[str], None]) -> None:
-    wanted = gc_session.profile.versions
-    if wanted.minimum_driver is None and not wanted.cuda:
-        pytest.skip("the profile sets no versions.minimum_driver and no versions.cuda to check the driver against")
-
     # Step: the node's driver (nvidia-smi in a GPU pod, else its GFD labels) against the profile.
-    result = gate(node_driver.driver, wanted.minimum_driver, wanted.cuda)
+    result = gate(node_driver.driver, wanted_versions.minimum_driver, wanted_versions.cuda)
     evidence(f"driver {node_driver.driver} ({node_driver.source}): {result.describe()}")
 
     assert result.passed, requirement.violation(
-        gpu_node.name,
-        f"a driver at or above {wanted.minimum_driver or '(no minimum)'} that runs CUDA {', '.join(wanted.cuda) or '(none listed)'}",
-        f"driver {node_driver.driver} from {node_driver.source}: {result.describe()}")
+        gpu_node.name, wanted_versions.describe(), f"driver {node_driver.driver} from {node_driver.source}: {result.describe()}")
 
 
 @pytest.mark.requirement("GPU-VER-002")
-def test_one_driver_per_node_group(gpu_node: NodeFacts, node_driver: DriverFacts, node_group_drivers: GroupDrivers,
+def test_one_driver_per_node_group(gpu_node: NodeFacts, node_group_drivers: GroupDrivers, node_driver: DriverFacts,
                                    requirement: Requirement, evidence: Callable[[str], None]) -> None:
     # Step: the drivers the node's group (profile group, else same GPU product) runs.
     group = node_group_drivers

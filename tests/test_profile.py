@@ -66,3 +66,10 @@ def test_run_with_a_bad_profile_exits_2_with_one_line(tmp_path: Path, content: s
     assert len(lines) == 1 and "Traceback" not in proc.stderr
     expected = "file not found" if content is None else "line 3: groups.0.match_labels: Dictionary should have at least 1 item"
     assert str(path) in lines[0] and expected in lines[0]
+
+
+def test_versions_describe_what_the_gate_wants() -> None:
+    assert profile.Versions(minimum_driver="550.54.15", cuda=["12.4", "12.8"]).describe() == \
+        "a driver at or above 550.54.15 that runs CUDA 12.4, 12.8"
+    assert profile.Versions(cuda=["12.4"]).describe() == "a driver that runs CUDA 12.4"
+    assert profile.Versions(minimum_driver="550.54.15").describe() == "a driver at or above 550.54.15"
