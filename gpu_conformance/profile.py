@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from gpu_conformance import compat
 from gpu_conformance.yamlload import load_model
@@ -76,6 +76,39 @@ class Versions(_Strict):
         return value
 
 
+class Metrics(_Strict):
+    """Where the GPU metrics exporter is and what it must serve; absent keys mean auto-detection."""
+
+    # When no exporter runs on any selected node: False skips the metrics checks (capability
+    # absent), True fails them (the cluster must expose GPU metrics).
+    required: bool = False
+    namespace: str | None = None
+    service: str | None = None
+    port: int | None = Field(default=None, ge=1, le=65535)
+    path: str = Field(default="/metrics", pattern=r"^/")
+    families: list[str] = []  # sample names required on top of the built-in list
+    # The load that must show up attributed to its pod: a plain CUDA load (nbody), or dcgmproftester
+    # (needs the SYS_ADMIN capability: opt in only where your policy allows it).
+    load: Literal["gpu-load", "dcgmproftester"] = "gpu-load"
+    load_s: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _service_needs_namespace(self) -> Metrics:
+        if self.service is not None and self.namespace is None:
+            raise ValueError("metrics.service needs metrics.namespace")
+        return self
+
+
+class Notebook(_Strict):
+    """The notebook check: a Jupyter/TensorFlow pod on one GPU node behind a NodePort Service."""
+
+    enabled: bool = True
+    node: str | None = None  # default: the first Ready GPU node with an allocatable GPU, by name
+    node_port: int | None = Field(default=None, ge=1, le=65535)  # default: the cluster picks one
+    # The TensorFlow image is large: its first pull on a node can take many minutes.
+    timeout_s: float = Field(default=900.0, gt=0, le=86400, allow_inf_nan=False)
+
+
 class Timeouts(_Strict):
     workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
     scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
@@ -90,6 +123,8 @@ class Profile(_Strict):
     device_plugin: DevicePluginFlavour = "auto"
     images: dict[str, str] = {}
     versions: Versions = Versions()
+    metrics: Metrics = Metrics()
+    notebook: Notebook = Notebook()
     timeouts: Timeouts = Timeouts()
 
     def group_of(self, labels: Mapping[str, str]) -> NodeGroup | None:

@@ -182,7 +182,7 @@ def events_by_object(api: kr8s.Api, namespace: str) -> dict[str, list[str]]:
     return out
 
 
-def _pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> tuple[dict[str, str], str | None]:
+def pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> tuple[dict[str, str], str | None]:
     """Each container's log, and why one could not be fetched (None when all were)."""
     out: dict[str, str] = {}
     for container in containers:
@@ -221,12 +221,14 @@ def run_pods(
     timeout: float,
     unschedulable_is_final: bool | Callable[[K, str], bool] = True,
     bound_is_final: bool = False,
+    watch: Callable[[Mapping[K, PodState]], None] | None = None,
 ) -> dict[K, PodOutcome]:
     """Create the pods (key -> (node, manifest)) in `namespace`, wait until each settles, collect evidence.
 
     A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
     says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
-    With `bound_is_final`, a pod the scheduler has placed on a node has settled too.
+    With `bound_is_final`, a pod the scheduler has placed on a node has settled too. `watch` sees every
+    observation of the pods' states (by key) while they run: to measure something during the run.
     """
     started = time.monotonic()
     for _, manifest in pods.values():
@@ -235,7 +237,10 @@ def run_pods(
     names = {key: str(manifest["metadata"]["name"]) for key, (_, manifest) in pods.items()}
 
     def observe() -> dict[str, PodState]:
-        return {str(p.name): pod_state(p.raw) for p in api.get("pods", namespace=namespace)}
+        states = {str(p.name): pod_state(p.raw) for p in api.get("pods", namespace=namespace)}
+        if watch is not None:
+            watch({key: states.get(name, ABSENT) for key, name in names.items()})
+        return states
 
     refused_since: dict[str, float] = {}
 
@@ -270,7 +275,7 @@ def run_pods(
         name = names[key]
         state = states.get(name, ABSENT)
         containers = [c["name"] for c in manifest["spec"]["containers"]]
-        logs, logs_error = (_pod_logs(api, namespace, name, containers)
+        logs, logs_error = (pod_logs(api, namespace, name, containers)
                             if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
         outcomes[key] = PodOutcome(node=node, pod=name, namespace=namespace, state=state, settled=settled(key, state),
                                    logs_error=logs_error, container_logs=logs, events=tuple(events.get(name, [])),
@@ -293,6 +298,7 @@ def run_per_node(
     tolerations: list[dict[str, str]] | None = None,
     extra: Mapping[str, Any] | None = None,
     allocatable: Mapping[str, int] | None = None,
+    watch: Callable[[Mapping[str, PodState]], None] | None = None,
 ) -> dict[str, PodOutcome]:
     """One pod of `workload` pinned to each node (GPU count fixed or per node), all settled together.
 
@@ -312,4 +318,4 @@ def run_per_node(
         count = gpus if isinstance(gpus, int) else gpus[node]
         return count > allocatable.get(node, 0)
 
-    return run_pods(api, pods, namespace=namespace, what=workload, timeout=timeout, unschedulable_is_final=final)
+    return run_pods(api, pods, namespace=namespace, what=workload, timeout=timeout, unschedulable_is_final=final, watch=watch)

@@ -154,3 +154,14 @@ def test_without_versions_in_the_profile_the_gate_is_skipped_with_the_reason(run
     assert code == 0, out
     assert {(r["status"], r["message"]) for r in summary["results"]} == {
         ("skipped", "the profile sets no versions.minimum_driver and no versions.cuda to check the driver against")}
+
+
+def test_the_jupyter_token_never_reaches_a_report(run_suite) -> None:
+    code, summary, out, report_dir = run_suite("fault-notebook-no-gpu", "-k", "notebook")
+    assert code == 1, out
+    results = _by_check(summary)
+    failed = results[("GPU-NB-003", None)]
+    assert failed["status"] == "failed" and "tensorflow to see at least 1 GPU" in failed["message"]
+    assert "token=<redacted>" in failed["message"]  # the log tail is in the message, token removed
+    leaked = [p.name for p in report_dir.rglob("*") if p.is_file() and "0badc0de0badc0de" in p.read_text(errors="replace")]
+    assert leaked == [] and "0badc0de0badc0de" not in out

@@ -12,6 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass, replace
@@ -25,7 +26,7 @@ from kr8s.objects import Node
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
 from gpu_conformance.progress import say
 from gpu_conformance.errors import SimError
-from gpu_conformance.sim import binaries, kwokconfig, pki, stackobjects
+from gpu_conformance.sim import binaries, exporter, kwokconfig, pki, stackobjects
 from gpu_conformance.sim.kwokconfig import NOT_READY_LABEL
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario
 from gpu_conformance.waiting import WaitTimeout, wait_for
@@ -41,7 +42,8 @@ START_TIMEOUT_S = 120.0
 NODES_READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 10.0
 
-PROCESS_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+# `exporter` is this package's simulated GPU metrics exporters (gpu_conformance.sim.exporter).
+PROCESS_ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "exporter")
 # Written into every state directory `sim up` creates: nothing without it is ever deleted.
 MARKER = ".gpu-conformance-sim"
 
@@ -266,6 +268,7 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
                 "nvidia.com/cuda.runtime.minor": cu[1],
             }
         )
+    labels.update(stackobjects.operand_labels(spec.metrics.exporter))
     labels.update(spec.labels)
     capacity = {"cpu": spec.cpu, "memory": spec.memory, "pods": str(spec.pods)}
     allocatable = dict(capacity)
@@ -316,8 +319,8 @@ def new_objects(api: kr8s.Api, manifests: list[dict[str, Any]], exist_ok: bool =
     return made
 
 
-def _crd_established(api: kr8s.Api) -> bool:
-    crd = next(iter(api.get("customresourcedefinitions", stackobjects.CRD_NAME)), None)
+def _crd_established(api: kr8s.Api, name: str) -> bool:
+    crd = next(iter(api.get("customresourcedefinitions", name)), None)
     conds = crd.raw.get("status", {}).get("conditions", []) if crd is not None else []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
@@ -380,7 +383,7 @@ class SimCluster:
         (sd / MARKER).write_text("state directory of a simulated GPU cluster; `gpu-conformance sim down` removes it\n")
         pki_dir = sd / "pki"
         pki.generate(pki_dir, SERVICE_IP)
-        ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok")}
+        ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "jupyter")}
         server = f"https://127.0.0.1:{ports['apiserver']}"
         for ident in ("admin", "controller-manager", "scheduler"):
             name = "kubeconfig" if ident == "admin" else f"{ident}.kubeconfig"
@@ -389,7 +392,7 @@ class SimCluster:
             state_dir=sd,
             ports=ports,
             pids={},
-            binaries={k: str(v) for k, v in bins.paths.items()},
+            binaries={**{k: str(v) for k, v in bins.paths.items()}, "exporter": sys.executable},
             scenario_digest=digest,
             scenario_names=[s.name for s in scenarios],
             kubernetes_version=binaries.KUBERNETES_VERSION,
@@ -399,6 +402,10 @@ class SimCluster:
             for name in PROCESS_ORDER:
                 if name == "kwok":
                     self._write_kwok_config(st, nodes, scenarios)
+                    # kwok serves PortForward objects only when their CRD exists before it starts.
+                    self._ensure_crd(kr8s.api(kubeconfig=str(st.kubeconfig)), stackobjects.portforward_crd())
+                if name == "exporter":
+                    self._write_scenarios(st, scenarios)
                 argv = self._argv(name, st)
                 st.pids[name] = _start(name, argv, sd)
                 st.save()  # record each PID at once so `sim down` can stop a half-started cluster
@@ -463,7 +470,12 @@ class SimCluster:
                 f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
                 "--node-ip=127.0.0.1", "--node-name=localhost", f"--node-port={p['kwok']}",
                 f"--server-address=127.0.0.1:{p['kwok']}", f"--tls-cert-file={pk / 'kubelet.crt'}",
-                f"--tls-private-key-file={pk / 'kubelet.key'}", "--v=1",
+                f"--tls-private-key-file={pk / 'kubelet.key'}", "--enable-crds=PortForward", "--v=1",
+            ]
+        if name == "exporter":
+            return [
+                b[name], "-m", "gpu_conformance.sim.exporter", f"--kubeconfig={sd / 'kubeconfig'}",
+                f"--scenarios={sd / 'scenarios.json'}", f"--ready-file={sd / 'exporter.ready'}", f"--jupyter-port={p['jupyter']}",
             ]
         raise SimError(f"unknown process {name}")
 
@@ -475,12 +487,17 @@ class SimCluster:
             "kube-controller-manager": lambda: _https_ok(f"https://127.0.0.1:{p['controller_manager']}/healthz", None),
             "kube-scheduler": lambda: _https_ok(f"https://127.0.0.1:{p['scheduler']}/healthz", None),
             "kwok": lambda: _port_open(p["kwok"]),
+            "exporter": lambda: (st.state_dir / "exporter.ready").is_file(),
         }
         _wait_healthy(name, checks[name], st.state_dir, st.pids[name], st.binaries[name])
 
+    def _write_scenarios(self, st: SimState, scenarios: list[Scenario]) -> None:
+        (st.state_dir / "exporter.ready").unlink(missing_ok=True)
+        (st.state_dir / "scenarios.json").write_text(json.dumps([s.model_dump(mode="json") for s in scenarios]))
+
     def _write_kwok_config(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]], scenarios: list[Scenario]) -> None:
         kwokconfig.write(st.state_dir / "kwok.yaml", [(n, s) for n, s, _ in nodes], st.state_dir / "pod-logs",
-                         stackobjects.crash_keys(scenarios), stackobjects.restart_keys(scenarios))
+                         stackobjects.crash_keys(scenarios), stackobjects.restart_keys(scenarios), st.ports["jupyter"])
 
     def _create_nodes(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
         api = kr8s.api(kubeconfig=str(st.kubeconfig))
@@ -525,9 +542,7 @@ class SimCluster:
             return
         api = kr8s.api(kubeconfig=str(st.kubeconfig))
         if any(sc.stack.flavour == "gpu-operator" for sc in with_stack):
-            new_objects(api, [stackobjects.crd()], exist_ok=True)
-            wait_for(lambda: _crd_established(api), bool, what="the ClusterPolicy CRD to be established",
-                     timeout=START_TIMEOUT_S, tolerate=(kr8s.NotFoundError, kr8s.ServerError, ValueError))
+            self._ensure_crd(api, stackobjects.crd())
         expected = 0
         for sc in with_stack:
             owner = None
@@ -537,8 +552,13 @@ class SimCluster:
             ns = {"apiVersion": "v1", "kind": "Namespace",
                   "metadata": {"name": stackobjects.namespace_of(sc), "labels": {SCENARIO_LABEL: sc.name}}}
             new_objects(api, [ns, *stackobjects.daemonsets(sc, owner)])
-            gpu_nodes = sum(1 for _, spec in sc.expanded() if spec.gpus > 0 and spec.gfd_labels)
-            expected += gpu_nodes * len(stackobjects.components(sc.stack.flavour))
+            if sc.stack.flavour == "gpu-operator":
+                new_objects(api, [stackobjects.dcgm_service(sc)])
+            if sc.stack.flavour in ("gpu-operator", "gke") and sc.stack.service_monitor != "none":
+                for definition in (stackobjects.service_monitor_crd(), stackobjects.pod_monitor_crd()):
+                    self._ensure_crd(api, definition)
+                new_objects(api, [stackobjects.monitor(sc)])
+            expected += stackobjects.expected_pods(sc)
         _say(f"stack: {len(with_stack)} scenario(s), {expected} DaemonSet pod(s) expected")
         crashing = set(stackobjects.crash_keys(scenarios))
 
@@ -553,6 +573,17 @@ class SimCluster:
 
         wait_for(settled, lambda n: n >= expected, what=f"{expected} GPU-stack pods to settle", timeout=START_TIMEOUT_S,
                  describe=lambda n: f"{n}/{expected} settled", tolerate=(kr8s.ServerError, OSError))
+        serving = exporter.serving_nodes(scenarios)
+        if serving:  # every exporter pod must be reachable before `up` returns
+            wait_for(lambda: len(list(api.get(stackobjects.PORTFORWARD_CRD, namespace=kr8s.ALL))), lambda n: n >= len(serving),
+                     what=f"port-forwards for {len(serving)} simulated metrics exporter(s)", timeout=START_TIMEOUT_S,
+                     describe=lambda n: f"{n}/{len(serving)} in place", tolerate=(kr8s.ServerError, OSError))
+
+    def _ensure_crd(self, api: kr8s.Api, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        new_objects(api, [manifest], exist_ok=True)
+        wait_for(lambda: _crd_established(api, name), bool, what=f"the CRD {name} to be established",
+                 timeout=START_TIMEOUT_S, tolerate=(kr8s.NotFoundError, kr8s.ServerError, ValueError))
 
     def _delete_stack(self, st: SimState) -> None:
         """Remove every scenario's stack objects (their pods go with the namespaces)."""
@@ -564,6 +595,9 @@ class SimCluster:
                 cp.delete()
         except (kr8s.NotFoundError, kr8s.ServerError, ValueError):
             pass
+        # A namespace being deleted cannot be created again: the new stack waits for the old to go.
+        wait_for(lambda: [n.name for n in api.get("namespaces", label_selector=SCENARIO_LABEL)], lambda left: not left,
+                 what="old stack namespaces to be deleted", timeout=START_TIMEOUT_S, tolerate=(kr8s.ServerError, OSError))
 
     def _apply(self, st: SimState, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
         """Switch a running cluster to other scenarios: replace nodes and restart kwok."""
@@ -571,11 +605,14 @@ class SimCluster:
         for node in list(api.get("nodes", label_selector=SCENARIO_LABEL)):
             node.delete()
         self._delete_stack(st)
+        self._stop_pid("exporter", st)
         self._stop_pid("kwok", st)
         self._write_kwok_config(st, nodes, scenarios)
-        st.pids["kwok"] = _start("kwok", self._argv("kwok", st), st.state_dir)
-        st.save()  # so `sim down` stops this kwok even if applying fails below
-        self._wait_process("kwok", st)
+        self._write_scenarios(st, scenarios)
+        for name in ("kwok", "exporter"):
+            st.pids[name] = _start(name, self._argv(name, st), st.state_dir)
+            st.save()  # so `sim down` stops it even if applying fails below
+            self._wait_process(name, st)
         wait_for(lambda: [n.name for n in api.get("nodes", label_selector=SCENARIO_LABEL)], lambda ns: not ns,
                  what="old simulated nodes to be deleted", timeout=START_TIMEOUT_S)
         self._create_nodes(st, nodes)

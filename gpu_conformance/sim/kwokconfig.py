@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import hashlib
+import re
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from gpu_conformance.sim.scenario import CONTAINERS, KNOWN_WORKLOADS, NodeSpec
 from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
 
 NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
+POD_CIDR = "239.255.0.1/16"
 COMPONENT_LABEL = "sim.gpu-conformance.io/component"
 _STAGES = Path(__file__).parent / "stages" / "base.yaml"
 
@@ -163,11 +165,53 @@ def _restart_stage(keys: list[str]) -> dict[str, Any]:
     return _pod_stage("pod-restarting", [_NOT_DELETING, _RUNNING, at, has_status], _RESTART_TEMPLATE, RESTART_EVERY_MS)
 
 
+# jq: "<workload>@<node>" for a suite workload pod.
+WORKLOAD_AT_NODE = f'(.metadata.labels["{WORKLOAD_LABEL}"] // "") + "@" + (.spec.nodeName // "")'
+_POD_IP_BLOCK = "{{ $podIPs :="
+
+
+def _ready_variants(ready: dict[str, Any], not_ready: list[str], no_ip: list[str]) -> list[dict[str, Any]]:
+    """Twins of pod-ready for workload pods that run without becoming Ready, or Ready without a pod IP."""
+    out = []
+    template = ready["spec"]["next"]["statusTemplate"]
+    if not_ready:
+        stage = copy.deepcopy(ready)
+        stage["metadata"]["name"] = "pod-running-not-ready"
+        not_ready_template = re.sub(r'status: "True"(\s*)type: (Ready|ContainersReady)', r'status: "False"\1type: \2', template)
+        stage["spec"]["next"]["statusTemplate"] = not_ready_template.replace("ready: true", "ready: false")
+        stage["spec"]["selector"]["matchExpressions"].append({"key": WORKLOAD_AT_NODE, "operator": "In", "values": not_ready})
+        out.append(stage)
+    if no_ip:
+        stage = copy.deepcopy(ready)
+        stage["metadata"]["name"] = "pod-ready-no-ip"
+        head, _, tail = template.partition(_POD_IP_BLOCK)
+        stage["spec"]["next"]["statusTemplate"] = head + tail[tail.index("phase: Running"):]
+        stage["spec"]["selector"]["matchExpressions"].append({"key": WORKLOAD_AT_NODE, "operator": "In", "values": no_ip})
+        out.append(stage)
+    if out:
+        ready["spec"]["selector"]["matchExpressions"].append(
+            {"key": WORKLOAD_AT_NODE, "operator": "NotIn", "values": sorted({*not_ready, *no_ip})})
+    return out
+
+
+def _jupyter_forward(nodes: list[tuple[str, NodeSpec]], port: int) -> dict[str, Any] | None:
+    """Port 8888 of the notebook pods whose server answers goes to the simulated Jupyter on `port`."""
+    names = sorted(pod_name("notebook", n) for n, spec in nodes if spec.gpus > 0 and behaviour("notebook", n, spec).answers_http)
+    if not names:
+        return None
+    return {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "ClusterPortForward", "metadata": {"name": "notebook-jupyter"},
+            "spec": {"selector": {"matchNames": names},
+                     "forwards": [{"ports": [8888], "target": {"address": "127.0.0.1", "port": port}}]}}
+
+
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
-             restart_keys: list[str] | None = None) -> list[dict[str, Any]]:
+             restart_keys: list[str] | None = None, jupyter_port: int | None = None) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
     docs: list[dict[str, Any]] = list(yaml.safe_load_all(_STAGES.read_text()))
     docs.append(_not_ready_stage(next(d for d in docs if d["metadata"]["name"] == "node-initialize")))
+    not_ready = sorted(f"{w}@{n}" for n, spec in nodes for w in KNOWN_WORKLOADS if not behaviour(w, n, spec).ready)
+    no_ip = sorted(f"{w}@{n}" for n, spec in nodes for w in KNOWN_WORKLOADS if not behaviour(w, n, spec).pod_ip)
+    docs += _ready_variants(next(d for d in docs if d["metadata"]["name"] == "pod-ready"), not_ready, no_ip)
     if crash_keys:
         ready = next(d for d in docs if d["metadata"]["name"] == "pod-ready")
         ready["spec"]["selector"]["matchExpressions"].append({"key": COMPONENT_AT_NODE, "operator": "NotIn", "values": crash_keys})
@@ -182,6 +226,9 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list
             [{"key": f'.metadata.labels["{WORKLOAD_LABEL}"]', "operator": "DoesNotExist"}],
         )
     )
+    forward = _jupyter_forward(nodes, jupyter_port) if jupyter_port is not None else None
+    if forward is not None:
+        docs.append(forward)
     logs_dir.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.timezone.utc)
     for workload in KNOWN_WORKLOADS:
@@ -225,7 +272,7 @@ def _log_file(logs_dir: Path, workload: str, text: str, now: dt.datetime) -> str
 
 
 def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
-          restart_keys: list[str] | None = None) -> None:
+          restart_keys: list[str] | None = None, jupyter_port: int | None = None) -> None:
     """Write the kwok config file (a KwokConfiguration followed by stages and logs)."""
     # kwok does not apply its defaults to options read from a file: set what it needs.
     options = {
@@ -235,6 +282,11 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_k
         "podsOnNodeSyncParallelism": 2,
         "enablePodsOnNodeSyncListPager": True,
         "enableDebuggingHandlers": True,
+        # Pod IPs: valid for Services' endpoints (loopback is not), yet nothing can connect to them
+        # (multicast: connect() fails at once), so the API server's pod and Service proxy fail fast and
+        # the suite falls back to a port-forward, as on a cluster whose API server cannot reach pods.
+        "cidr": POD_CIDR,
     }
     header = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}
-    path.write_text(yaml.safe_dump_all([header, *generate(nodes, logs_dir, crash_keys, restart_keys)], sort_keys=False))
+    docs = generate(nodes, logs_dir, crash_keys, restart_keys, jupyter_port)
+    path.write_text(yaml.safe_dump_all([header, *docs], sort_keys=False))

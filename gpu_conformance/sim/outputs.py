@@ -7,6 +7,7 @@ import hashlib
 from gpu_conformance import probe
 
 from gpu_conformance.sim.scenario import NodeSpec, WorkloadBehaviour
+from gpu_conformance.workloads import pod_name
 
 VECTOR_ADD_PASSED = """[Vector addition of 50000 elements]
 Copy input data from the host memory to the CUDA device
@@ -75,10 +76,13 @@ def nvidia_smi_list(node: str, spec: NodeSpec) -> str:
 
 
 NO_DEVICES = "No devices were found"
+# What the simulated Jupyter prints as its token (a real one is random; the suite must redact either).
+NOTEBOOK_TOKEN = "5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee5c0ffee"
 from gpu_conformance.isolation import LISTED_MARKER  # the isolation workloads print it after `nvidia-smi -L`
 NVIDIA_SMI_FAILED = "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver."
-# Default run time per workload: gpu-hold must stay up long enough for overlap to be observable.
-DEFAULT_DURATION_S = {"gpu-hold": 3.0}
+# Default run time per workload: gpu-hold must stay up long enough for overlap to be observable,
+# the load workloads long enough for several exporter scrapes while they hold their GPU.
+DEFAULT_DURATION_S = {"gpu-hold": 3.0, "gpu-load": 6.0, "dcgmproftester": 6.0}
 
 
 def visible_gpus(spec: NodeSpec, requested: int) -> int:
@@ -132,7 +136,11 @@ def _default_output(workload: str, node: str, spec: NodeSpec, container: str | N
         # The suite's probe pod requests every allocatable GPU of the node.
         return probe_json(node, spec, spec.allocatable) if exit_code == 0 else "gpu-conformance probe: NVML not available: Driver Not Loaded"
     if workload == "notebook":
-        return "[I ServerApp] Jupyter Server is running at: http://0.0.0.0:8888/lab"
+        # A real Jupyter prints its token in the URL: the suite must redact it.
+        seen = visible_gpus(spec, 1) if exit_code == 0 else 0
+        return (f"gpu-conformance: tensorflow sees {seen} GPU(s)\n"
+                "[I 2026-11-23 02:00:00.000 ServerApp] Jupyter Server 2.14.2 is running at:\n"
+                f"[I 2026-11-23 02:00:00.000 ServerApp] http://{pod_name('notebook', node)}:8888/lab?token={NOTEBOOK_TOKEN}")
     return f"{workload}: simulated run completed"
 
 
@@ -147,4 +155,5 @@ def behaviour(workload: str, node: str, spec: NodeSpec, container: str | None = 
     keep = explicit.keep_running if explicit is not None else workload == "notebook"
     duration = explicit.duration_s if explicit is not None else DEFAULT_DURATION_S.get(workload, 0.3)
     text = _default_output(workload, node, spec, container, exit_code)
-    return WorkloadBehaviour(exit_code=exit_code, output=text, keep_running=keep, duration_s=duration)
+    rest = explicit.model_dump(include={"ready", "pod_ip", "answers_http"}) if explicit is not None else {}
+    return WorkloadBehaviour(exit_code=exit_code, output=text, keep_running=keep, duration_s=duration, **rest)

@@ -14,7 +14,8 @@ SCENARIO_DIR = Path(__file__).parent / "scenarios"
 SCENARIO_LABEL = "sim.gpu-conformance.io/scenario"
 # Workloads whose per-node behaviour a scenario can describe (file names in workloads/).
 KNOWN_WORKLOADS = (
-    "vector-add", "nvidia-smi", "nvml-probe", "gpu-hold", "isolation-nogpu", "isolation-pair", "dcgmproftester", "notebook",
+    "vector-add", "nvidia-smi", "nvml-probe", "gpu-hold", "gpu-load", "isolation-nogpu", "isolation-pair", "dcgmproftester",
+    "notebook",
 )
 # Workloads whose pod has several containers with their own output.
 CONTAINERS = {"isolation-pair": ("with-gpu", "without-gpu")}
@@ -39,6 +40,11 @@ class WorkloadBehaviour(_Strict):
     keep_running: bool = False
     # How long the pod runs before it completes.
     duration_s: float = Field(default=0.3, ge=0, le=3600)
+    # keep_running pods: Ready (its readiness probe passes), and given a pod IP (so Services list it).
+    ready: bool = True
+    pod_ip: bool = True
+    # The notebook: whether its server answers HTTP (through the simulated port-forward).
+    answers_http: bool = True
 
 
 class MemoryErrors(_Strict):
@@ -48,6 +54,16 @@ class MemoryErrors(_Strict):
     volatile_uncorrected: int = Field(default=0, ge=0)
     row_remap_pending: bool = False
     row_remap_failure: bool = False
+
+
+class NodeMetrics(_Strict):
+    """What the node's simulated GPU metrics exporter serves (flavours gpu-operator and gke)."""
+
+    exporter: bool = True  # False: the node opts out of dcgm-exporter (no exporter pod runs there)
+    missing_families: list[str] = []  # sample names the exporter leaves out
+    attribution: bool = True  # GPUs held by a pod carry its pod/namespace/container labels
+    legacy_labels: bool = False  # ... as pod_name/pod_namespace/container_name (older dcgm-exporter)
+    rises_under_load: bool = True  # a load workload raises its GPUs' utilization
 
 
 class NodeSpec(_Strict):
@@ -75,6 +91,7 @@ class NodeSpec(_Strict):
     labelled_driver: str | None = None
     labelled_cuda: str | None = None
     memory_errors: MemoryErrors | None = None
+    metrics: NodeMetrics = NodeMetrics()
     labels: dict[str, str] = {}
     taints: list[Taint] = []
     cpu: str = "64"
@@ -119,6 +136,9 @@ class Stack(_Strict):
     crashing: list[Crash] = []
     # Ready, but restarting every 2 s (a flapping component): the restart count grows during a run.
     restarting: list[Crash] = []
+    # gpu-operator and gke: a ServiceMonitor for dcgm-exporter (PodMonitor for GKE's device plugin;
+    # the Prometheus Operator CRDs are then installed), naming the metrics port or a port that does not exist.
+    service_monitor: Literal["none", "ok", "wrong-port"] = "ok"
 
 
 class Scenario(_Strict):

@@ -1,0 +1,275 @@
+"""Finding the GPU metrics exporter on the cluster and reading its /metrics through the Kubernetes API.
+
+The suite needs no network route into the cluster: it reads each exporter pod through the API
+server's pod proxy, and where the API server cannot reach the pod that way (a private network,
+konnectivity, a pod IP it refuses), through a port-forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import kr8s
+from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
+from kr8s.objects import Pod
+
+from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
+
+# What marks a dcgm-exporter Service or pod (GPU Operator, Helm chart), and GKE's device plugin.
+DCGM_NAMES = ("dcgm-exporter",)
+DCGM_POD_LABELS = (("app", "nvidia-dcgm-exporter"), ("app.kubernetes.io/name", "dcgm-exporter"), ("app", "dcgm-exporter"))
+GKE_PLUGIN_PREFIX = "nvidia-gpu-device-plugin"
+SCRAPE_TIMEOUT_S = 20.0
+TRANSIENT = (kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)
+
+
+class ScrapeError(Exception):
+    """The exporter pod's /metrics could not be read by any transport; the message says why for each."""
+
+
+class ScrapeForbidden(ScrapeError):
+    """The API server refused the suite both transports (RBAC): nothing is known about the exporter."""
+
+
+@dataclass(frozen=True)
+class ExporterPod:
+    """One exporter pod on one node."""
+
+    node: str
+    namespace: str
+    name: str
+    ready: bool
+
+
+@dataclass(frozen=True)
+class Exporter:
+    """The GPU metrics exporter found for the selected nodes."""
+
+    kind: ExporterKind
+    port: int
+    path: str
+    found_by: str  # how it was found, for the report
+    service: tuple[str, str] | None  # (namespace, name)
+    pods: Mapping[str, ExporterPod] = field(default_factory=dict)  # by node
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A /metrics response and how it was read."""
+
+    text: str
+    transport: str
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    return obj.get("metadata", {}).get("labels", {}) or {}
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status", {}) or {}
+    return status.get("phase") == "Running" and any(
+        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []) or [])
+
+
+def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+def _pods_by_node(pods: Iterable[Mapping[str, Any]], nodes: Sequence[str]) -> dict[str, ExporterPod]:
+    """One pod per selected node (a Ready one where there are several)."""
+    out: dict[str, ExporterPod] = {}
+    for p in pods:
+        node = (p.get("spec", {}) or {}).get("nodeName")
+        if node not in nodes:
+            continue
+        meta = p["metadata"]
+        candidate = ExporterPod(str(node), str(meta["namespace"]), str(meta["name"]), is_ready(p))
+        if node not in out or (candidate.ready and not out[node].ready):
+            out[str(node)] = candidate
+    return out
+
+
+def _service_port(svc: Mapping[str, Any], wanted: int | None) -> int | None:
+    """The pod port behind the Service's metrics port (its targetPort where numeric)."""
+    ports = svc.get("spec", {}).get("ports", []) or []
+    for p in ports:
+        if wanted is None or p.get("port") == wanted or p.get("targetPort") == wanted:
+            target = p.get("targetPort")
+            return int(target) if isinstance(target, int) else int(p["port"])
+    return None
+
+
+def discover(api: kr8s.Api, nodes: Sequence[str], *, namespace: str | None = None, service: str | None = None,
+             port: int | None = None, path: str = "/metrics") -> Exporter | None:
+    """The exporter serving the selected nodes: the profile's Service, else a dcgm-exporter Service or
+    pods, else GKE's device plugin (container metrics on 2112). None when none runs on any selected node."""
+    pods = [p.raw for p in api.get("pods", namespace=kr8s.ALL)]
+    if service is not None:
+        svc = next(iter(api.get("services", service, namespace=namespace)), None)
+        if svc is None:
+            return None
+        selector = svc.raw.get("spec", {}).get("selector", {}) or {}
+        members = [p for p in pods if p["metadata"]["namespace"] == namespace and _selects(selector, _labels(p))]
+        target = _service_port(svc.raw, port) or port or DCGM_PORT
+        return Exporter("dcgm-exporter", target, path, f"the profile's Service {namespace}/{service}",
+                        (str(namespace), service), _pods_by_node(members, nodes))
+    best: Exporter | None = None
+    for svc in api.get("services", namespace=kr8s.ALL):
+        raw = svc.raw
+        name, ns = str(raw["metadata"]["name"]), str(raw["metadata"]["namespace"])
+        target = _service_port(raw, port or DCGM_PORT)
+        if not any(n in name for n in DCGM_NAMES) or target is None:
+            continue
+        selector = raw.get("spec", {}).get("selector", {}) or {}
+        members = _pods_by_node([p for p in pods if p["metadata"]["namespace"] == ns and _selects(selector, _labels(p))], nodes)
+        if members and (best is None or len(members) > len(best.pods)):
+            best = Exporter("dcgm-exporter", target, path, f"Service {ns}/{name}", (ns, name), members)
+    if best is not None:
+        return best
+    labelled = [p for p in pods if any(_labels(p).get(k) == v for k, v in DCGM_POD_LABELS)]
+    if (members := _pods_by_node(labelled, nodes)):
+        return Exporter("dcgm-exporter", port or DCGM_PORT, path, "dcgm-exporter pods (no Service)", None, members)
+    gke = [p for p in pods if str(p["metadata"]["name"]).startswith(GKE_PLUGIN_PREFIX)]
+    if (members := _pods_by_node(gke, nodes)):
+        return Exporter("gke-device-plugin", port or GKE_PORT, path, "GKE's nvidia-gpu-device-plugin pods", None, members)
+    return None
+
+
+
+def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float = SCRAPE_TIMEOUT_S,
+          proxy: bool = True) -> Fetched:
+    """GET `path` on the pod's `port`: through the API server's pod proxy, else a port-forward."""
+    problems = []
+    url = f"pods/{pod.name}:{port}/proxy{path}"
+    try:
+        if proxy:
+            status, text = proxy_get(api, pod.namespace, url, timeout)
+            if status == 200:
+                return Fetched(text, "pod proxy")
+            problems.append(f"pod proxy: HTTP {status} {short(text)}")
+    except TRANSIENT as exc:
+        problems.append(f"pod proxy: {type(exc).__name__}: {exc}")
+    try:
+        obj = Pod.get(pod.name, namespace=pod.namespace, api=api)
+        with obj.portforward(remote_port=port, local_port="auto") as local:
+            resp = httpx.get(f"http://127.0.0.1:{local}{path}", timeout=timeout)
+        if resp.status_code == 200:
+            return Fetched(resp.text, "port-forward")
+        problems.append(f"port-forward: HTTP {resp.status_code} {short(resp.text)}")
+    except (kr8s.NotFoundError, *TRANSIENT, OSError) as exc:
+        problems.append(f"port-forward: {type(exc).__name__}: {exc or 'connection closed'}")
+    what = f"{path} on port {port} of pod {pod.namespace}/{pod.name}: " + "; ".join(problems)
+    if all("403" in p or "Forbidden" in p for p in problems):
+        raise ScrapeForbidden(what)
+    raise ScrapeError(what)
+
+
+def proxy_get(api: kr8s.Api, namespace: str, url: str, timeout: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:
+    """GET through the API server on kr8s's own session (its call_api is async-only, even on the sync Api)."""
+
+    async def get() -> tuple[int, str]:
+        async with api.call_api("GET", version="v1", base="/api", namespace=namespace, url=url,
+                                raise_for_status=False, timeout=timeout) as resp:
+            return resp.status_code, resp.text
+
+    return as_sync_func(get)()
+
+
+def short(text: str) -> str:
+    text = " ".join(text.split())
+    return text[:200] + ("..." if len(text) > 200 else "")
+
+
+MONITOR_KINDS = ("servicemonitors.monitoring.coreos.com", "podmonitors.monitoring.coreos.com")
+
+
+def label_selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """A Kubernetes LabelSelector (matchLabels and matchExpressions) against labels; empty matches all."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def _watches(monitor: Mapping[str, Any], namespace: str) -> bool:
+    sel = monitor.get("spec", {}).get("namespaceSelector") or {}
+    if sel.get("any"):
+        return True
+    names = sel.get("matchNames")
+    return namespace in names if names else namespace == monitor["metadata"]["namespace"]
+
+
+def monitors_selecting(service: Mapping[str, Any], pods: Sequence[Mapping[str, Any]],
+                       monitors: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]]:
+    """(monitors that select the Service or its pods on an existing port, near misses with the reason)."""
+    ok, near = [], []
+    has_service = bool(service["metadata"].get("name"))
+    svc_ns = str(service["metadata"]["namespace"]) if has_service else str(pods[0]["metadata"]["namespace"]) if pods else ""
+    svc_ports = {str(p.get("name")) for p in service.get("spec", {}).get("ports", []) if p.get("name")}
+    svc_ports |= {str(p.get("targetPort")) for p in service.get("spec", {}).get("ports", [])}
+    pod_ports = {str(cp.get("name")) for p in pods for c in p.get("spec", {}).get("containers", [])
+                 for cp in c.get("ports", []) or [] if cp.get("name")}
+    for m in monitors:
+        kind = m.get("kind", "ServiceMonitor")
+        name = f"{kind} {m['metadata']['namespace']}/{m['metadata']['name']}"
+        spec = m.get("spec", {}) or {}
+        if not _watches(m, svc_ns):
+            continue
+        if kind == "ServiceMonitor":
+            if not has_service or not label_selector_matches(spec.get("selector"), service["metadata"].get("labels", {}) or {}):
+                continue
+            named = [str(e.get("port") or e.get("targetPort")) for e in spec.get("endpoints", []) or []]
+            have = sorted(svc_ports - {"None"})
+        else:
+            if not any(label_selector_matches(spec.get("selector"), p["metadata"].get("labels", {}) or {}) for p in pods):
+                continue
+            named = [str(e.get("port")) for e in spec.get("podMetricsEndpoints", []) or []]
+            have = sorted(pod_ports)
+        if any(n in have for n in named):
+            ok.append(name)
+        else:
+            near.append(f"{name} selects it but names port(s) {named}, which it does not have ({have})")
+    return ok, near
+
+
+def prometheus_monitors(api: kr8s.Api) -> list[dict[str, Any]] | None:
+    """Every ServiceMonitor and PodMonitor; None when the Prometheus Operator's CRDs are absent."""
+    crds = {c.name for c in api.get("customresourcedefinitions")}
+    present = [k for k in MONITOR_KINDS if k in crds]
+    if not present:
+        return None
+    kinds = {"servicemonitors.monitoring.coreos.com": "ServiceMonitor", "podmonitors.monitoring.coreos.com": "PodMonitor"}
+    # List items carry no kind of their own: name it from the resource listed.
+    return [{**m.raw, "kind": kinds[resource]} for resource in present for m in api.get(resource, namespace=kr8s.ALL)]
+
+
+def service_object(api: kr8s.Api, exporter: Exporter) -> dict[str, Any]:
+    """The exporter's Service as a dict (empty without one)."""
+    if exporter.service is None:
+        return {"metadata": {"namespace": "", "labels": {}}, "spec": {"ports": []}}
+    ns, name = exporter.service
+    svc = next(iter(api.get("services", name, namespace=ns)), None)
+    return svc.raw if svc is not None else {"metadata": {"namespace": ns, "labels": {}}, "spec": {"ports": []}}
+
+
+def pod_objects(api: kr8s.Api, exporter: Exporter) -> list[dict[str, Any]]:
+    """The exporter's pods as dicts."""
+    out = []
+    for pod in exporter.pods.values():
+        obj = next(iter(api.get("pods", pod.name, namespace=pod.namespace)), None)
+        if obj is not None:
+            out.append(obj.raw)
+    return out
