@@ -67,7 +67,7 @@ def node_facts(raw: Mapping[str, Any]) -> NodeFacts:
     meta = raw.get("metadata", {})
     spec = raw.get("spec", {})
     status = raw.get("status", {})
-    conditions = {c.get("type"): c.get("status") for c in status.get("conditions", [])}
+    conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
     capacity = status.get("capacity", {}) or {}
     allocatable = status.get("allocatable", {}) or {}
     return NodeFacts(

@@ -321,7 +321,8 @@ def new_objects(api: kr8s.Api, manifests: list[dict[str, Any]], exist_ok: bool =
 
 def _crd_established(api: kr8s.Api, name: str) -> bool:
     crd = next(iter(api.get("customresourcedefinitions", name)), None)
-    conds = crd.raw.get("status", {}).get("conditions", []) if crd is not None else []
+    # A CRD just created has `conditions: null` until the apiextensions controller looks at it.
+    conds = (crd.raw.get("status") or {}).get("conditions") or [] if crd is not None else []
     return any(c["type"] == "Established" and c["status"] == "True" for c in conds)
 
 
@@ -567,7 +568,7 @@ class SimCluster:
             count = 0
             for p in pods:
                 key = f"{p.metadata.labels[stackobjects.COMPONENT_LABEL]}@{p.spec.get('nodeName', '')}"
-                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p.raw.get("status", {}).get("conditions", []))
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (p.raw.get("status") or {}).get("conditions") or [])
                 count += ready == (key not in crashing) and p.raw.get("status", {}).get("phase") == "Running"
             return count
 
