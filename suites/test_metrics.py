@@ -73,7 +73,8 @@ def test_load_is_attributed_to_its_pod(gpu_node: NodeFacts, exporter: Exporter, 
 
 
 @pytest.mark.requirement("GPU-MET-004")
-def test_prometheus_scrapes_the_exporter(exporter: Exporter, prometheus: MonitorView, requirement: Requirement,
+def test_prometheus_scrapes_the_exporter(gpu_nodes: tuple[NodeFacts, ...], exporter: Exporter, prometheus: MonitorView,
+                                         requirement: Requirement,
                                          evidence: Callable[[str], None]) -> None:
     # Step: a ServiceMonitor (or PodMonitor) selects the exporter and names a port it has.
     target = f"Service {'/'.join(exporter.service)}" if exporter.service else exporter.found_by

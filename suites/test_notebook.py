@@ -7,11 +7,12 @@ import pytest
 
 from fixtures.notebook import NotebookRun
 from gpu_conformance.catalogue import Requirement
+from gpu_conformance.cluster import NodeFacts
 from gpu_conformance.notebook import gpus_seen
 
 
 @pytest.mark.requirement("GPU-NB-001")
-def test_notebook_becomes_ready(notebook_observed: NotebookRun, requirement: Requirement,
+def test_notebook_becomes_ready(gpu_nodes: tuple[NodeFacts, ...], notebook_observed: NotebookRun, requirement: Requirement,
                                 evidence: Callable[[str], None]) -> None:
     # Step: the notebook pod (one GPU, readiness probe on /api) became Ready on its GPU node.
     nb = notebook_observed
@@ -21,7 +22,8 @@ def test_notebook_becomes_ready(notebook_observed: NotebookRun, requirement: Req
 
 
 @pytest.mark.requirement("GPU-NB-002")
-def test_notebook_reachable_through_its_service(ready_notebook: NotebookRun, requirement: Requirement,
+def test_notebook_reachable_through_its_service(gpu_nodes: tuple[NodeFacts, ...], ready_notebook: NotebookRun,
+                                               requirement: Requirement,
                                                evidence: Callable[[str], None]) -> None:
     nb = ready_notebook
     # Step: the NodePort Service lists the Ready pod as an endpoint.
@@ -40,7 +42,7 @@ def test_notebook_reachable_through_its_service(ready_notebook: NotebookRun, req
 
 
 @pytest.mark.requirement("GPU-NB-003")
-def test_notebook_framework_sees_a_gpu(notebook_observed: NotebookRun, requirement: Requirement,
+def test_notebook_framework_sees_a_gpu(gpu_nodes: tuple[NodeFacts, ...], notebook_observed: NotebookRun, requirement: Requirement,
                                        evidence: Callable[[str], None]) -> None:
     # Step: the notebook's start-up line says how many GPUs TensorFlow sees.
     nb = notebook_observed

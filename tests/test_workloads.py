@@ -19,7 +19,8 @@ def test_every_workload_has_a_pinned_default_image() -> None:
 
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_rendered_pods_are_labelled_pinned_and_tolerate_the_gpu_taint(workload: str) -> None:
-    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30, "hold_s": 5, "code_configmap": "code"})
+    docs = render(workload, namespace="ns", node="gpu-1", run_id="r1", extra={"duration_s": 30, "hold_s": 5, "code_configmap": "code",
+                                                                          "token_secret": "nb-token", "service_ports": []})
     pods = [d for d in docs if d["kind"] == "Pod"]
     assert len(pods) == 1
     pod = pods[0]
