@@ -33,9 +33,10 @@ REQUIRED: Mapping[ExporterKind, Mapping[str, str]] = {
         "memory total": "memory_total",
     },
 }
+TENSOR_ACTIVE = "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"
 # Series whose value rises when a pod loads its GPU, most telling first.
 LOAD_SIGNALS: Mapping[ExporterKind, tuple[str, ...]] = {
-    "dcgm-exporter": ("DCGM_FI_PROF_PIPE_TENSOR_ACTIVE", "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"),
+    "dcgm-exporter": (TENSOR_ACTIVE, "DCGM_FI_PROF_GR_ENGINE_ACTIVE", "DCGM_FI_DEV_GPU_UTIL"),
     "gke-device-plugin": ("duty_cycle",),
 }
 # The label that names a physical GPU in each kind's series.
@@ -122,10 +123,11 @@ class Attribution:
     gpu: str | None
 
 
-def attributed(scrape: Scrape, kind: ExporterKind, namespace: str, pod: str) -> list[Attribution]:
-    """The load-signal series labelled with this pod (current or legacy attribution labels)."""
+def attributed(scrape: Scrape, kind: ExporterKind, namespace: str, pod: str,
+               signals: Sequence[str] | None = None) -> list[Attribution]:
+    """The load-signal series (all of the kind's, or `signals`) labelled with this pod (current or legacy labels)."""
     found = []
-    for name in LOAD_SIGNALS[kind]:
+    for name in signals or LOAD_SIGNALS[kind]:
         for s in scrape.series(name):
             for pod_label, ns_label, _ in ATTRIBUTION_LABELS:
                 if s.labels.get(pod_label) == pod and s.labels.get(ns_label) == namespace:

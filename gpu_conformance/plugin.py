@@ -79,11 +79,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="override a workload image, e.g. vector-add=registry.local/cuda-sample:vectoradd")
     group.addoption("--summary-json", help="write summary.json (one entry per check result) to this path")
     group.addoption("--run-id", help="label value marking everything this run creates (default: random)")
+    group.addoption("--allow-privileged", action="store_true", default=False,
+                    help="also run the checks marked `privileged`, whose pods need elevated capabilities "
+                         "(dcgmproftester: SYS_ADMIN); the profile's allow_privileged: true does the same")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the catalogue requirement a check verifies (exactly one per check)")
+    config.addinivalue_line("markers", "privileged: the check runs a pod with elevated capabilities; skipped unless "
+                                       "--allow-privileged or the profile's allow_privileged: true")
     try:
         path = config.getoption("profile")
         profile = profiles.load(Path(path)) if path else profiles.Profile()
@@ -264,6 +269,16 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pyt
     if gpu_node_name == NO_GPU_NODES:
         request.getfixturevalue("gpu_nodes")  # fails the check with the shared message
     return cluster_facts.node(gpu_node_name)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Checks marked `privileged` run only where the operator opted in."""
+    if item.get_closest_marker("privileged") is None:
+        return
+    config = item.config
+    if not (config.getoption("allow_privileged") or session_of(config).profile.allow_privileged):
+        pytest.skip("opt-in: this check runs a pod with the SYS_ADMIN capability; pass --allow-privileged "
+                    "or set allow_privileged: true in the profile")
 
 
 @pytest.hookimpl(wrapper=True)

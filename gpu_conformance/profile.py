@@ -87,9 +87,8 @@ class Metrics(_Strict):
     port: int | None = Field(default=None, ge=1, le=65535)
     path: str = Field(default="/metrics", pattern=r"^/")
     families: list[str] = []  # sample names required on top of the built-in list
-    # The load that must show up attributed to its pod: a plain CUDA load (nbody), or dcgmproftester
-    # (needs the SYS_ADMIN capability: opt in only where your policy allows it).
-    load: Literal["gpu-load", "dcgmproftester"] = "gpu-load"
+    # How long each load (the nbody CUDA load; dcgmproftester where privileged checks are allowed)
+    # runs while the exporter is read.
     load_s: float = Field(default=60.0, gt=0, le=3600)
 
     @model_validator(mode="after")
@@ -125,6 +124,8 @@ class Profile(_Strict):
     versions: Versions = Versions()
     metrics: Metrics = Metrics()
     notebook: Notebook = Notebook()
+    # Run the checks marked `privileged` (their pods need elevated capabilities, e.g. SYS_ADMIN).
+    allow_privileged: bool = False
     timeouts: Timeouts = Timeouts()
 
     def group_of(self, labels: Mapping[str, str]) -> NodeGroup | None:

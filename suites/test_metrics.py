@@ -9,7 +9,15 @@ from fixtures.metrics import LoadRun, MonitorView, NodeScrape
 from fixtures.workloads import physical_gpus
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
-from gpu_conformance.metrics import REQUIRED, Scrape, gpus_per_family, load_lines, missing_families, rose_under_load
+from gpu_conformance.metrics import (
+    REQUIRED,
+    TENSOR_ACTIVE,
+    Scrape,
+    gpus_per_family,
+    load_lines,
+    missing_families,
+    rose_under_load,
+)
 from gpu_conformance.plugin import Session
 from gpu_conformance.scrape import Exporter
 
@@ -70,6 +78,28 @@ def test_load_is_attributed_to_its_pod(gpu_node: NodeFacts, exporter: Exporter, 
     evidence(f"pod {pod}: " + "; ".join(verdict.lines) + " | " + " | ".join(a.sample.line() for a in load_run.attribution))
     assert verdict.rose, requirement.violation(
         gpu_node.name, "utilization or engine/tensor activity above idle under load", "; ".join(verdict.lines))
+
+
+@pytest.mark.privileged
+@pytest.mark.requirement("GPU-MET-005")
+def test_tensor_activity_is_attributed(gpu_node: NodeFacts, exporter: Exporter, tensor_load_run: LoadRun,
+                                       idle_scrape: Scrape | None, requirement: Requirement,
+                                       evidence: Callable[[str], None]) -> None:
+    if exporter.kind != "dcgm-exporter":
+        pytest.skip("GKE's device-plugin metrics have no tensor-core activity")
+    assert tensor_load_run.outcome is not None
+    pod = f"{tensor_load_run.outcome.namespace}/{tensor_load_run.outcome.pod}"
+
+    # Step: while dcgmproftester ran, the exporter served the tensor-pipe series labelled with it.
+    assert tensor_load_run.attribution, requirement.violation(
+        gpu_node.name, f"{TENSOR_ACTIVE} labelled with pod {pod}",
+        f"none in {tensor_load_run.scrapes} scrape(s) while it ran ({tensor_load_run.outcome.describe()}); the GPUs' series: "
+        + (" | ".join(load_lines(tensor_load_run.last, exporter.kind)[:8]) if tensor_load_run.last else "(none)"))
+
+    # Step: its value rose above the GPU's idle value.
+    verdict = rose_under_load(idle_scrape, exporter.kind, tensor_load_run.attribution)
+    evidence(f"pod {pod}: " + "; ".join(verdict.lines))
+    assert verdict.rose, requirement.violation(gpu_node.name, "tensor-pipe activity above idle", "; ".join(verdict.lines))
 
 
 @pytest.mark.requirement("GPU-MET-004")

@@ -124,6 +124,7 @@ def _render(spec: NodeSpec, pods: list[exporter.GpuPod], kind: metrics.ExporterK
 
 LOAD = exporter.GpuPod("ns", "gpu-load-n1", "gpu-load", 1, "gpu-load")
 HOLD = exporter.GpuPod("ns", "gpu-hold-n1", "gpu-hold", 2, "gpu-hold")
+TENSOR = exporter.GpuPod("ns", "tensor-n1", "dcgmproftester", 1, "dcgmproftester")
 
 
 def test_simulated_exporter_serves_every_gpu_and_attributes_pods_in_order() -> None:
@@ -144,11 +145,19 @@ def test_simulated_exporter_serves_every_gpu_and_attributes_pods_in_order() -> N
     (NodeMetrics(attribution=False), lambda s: metrics.attributed(s, "dcgm-exporter", "ns", "gpu-load-n1") == []),
     (NodeMetrics(rises_under_load=False),
      lambda s: not metrics.rose_under_load(None, "dcgm-exporter", metrics.attributed(s, "dcgm-exporter", "ns", "gpu-load-n1")).rose),
+    (NodeMetrics(profiling=False),
+     lambda s: [a.sample.value for a in metrics.attributed(s, "dcgm-exporter", "ns", "tensor-n1")] == [0.0, 0.0, 100.0]),
     (NodeMetrics(legacy_labels=True),
      lambda s: metrics.attributed(s, "dcgm-exporter", "ns", "gpu-load-n1")[0].sample.labels["pod_name"] == "gpu-load-n1"),
 ])
 def test_simulated_exporter_faults(faults: NodeMetrics, check) -> None:
-    assert check(_render(NodeSpec(name="n1", gpus=2, metrics=faults), [LOAD]))
+    assert check(_render(NodeSpec(name="n1", gpus=2, metrics=faults), [LOAD, TENSOR]))
+
+
+def test_simulated_dcgmproftester_raises_tensor_activity() -> None:
+    s = _render(NodeSpec(name="n1", gpus=2), [TENSOR])
+    (found,) = metrics.attributed(s, "dcgm-exporter", "ns", "tensor-n1", (metrics.TENSOR_ACTIVE,))
+    assert found.sample.value == 0.93 and metrics.rose_under_load(None, "dcgm-exporter", [found]).rose
 
 
 def test_simulated_gke_exporter_has_series_only_for_gpus_in_use() -> None:

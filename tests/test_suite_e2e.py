@@ -165,3 +165,18 @@ def test_the_jupyter_token_never_reaches_a_report(run_suite) -> None:
     assert "token=<redacted>" in failed["message"]  # the log tail is in the message, token removed
     leaked = [p.name for p in report_dir.rglob("*") if p.is_file() and "0badc0de0badc0de" in p.read_text(errors="replace")]
     assert leaked == [] and "0badc0de0badc0de" not in out
+
+
+def test_privileged_checks_run_only_when_opted_in(run_suite, tmp_path: Path) -> None:
+    # Without the opt-in, dcgmproftester (SYS_ADMIN) never runs: skipped, with the way to opt in.
+    code, summary, out, _ = run_suite("fault-metrics-no-profiling", "-k", "tensor")
+    assert code == 0, out
+    assert {(r["status"], r["message"]) for r in summary["results"]} == {
+        ("skipped", "opt-in: this check runs a pod with the SYS_ADMIN capability; pass --allow-privileged "
+                    "or set allow_privileged: true in the profile")}
+    # With --allow-privileged it runs, and the node without profiling metrics fails it.
+    code, summary, out, _ = run_suite("fault-metrics-no-profiling", "-k", "tensor", "--allow-privileged")
+    assert code == 1, out
+    statuses = {k: r["status"] for k, r in _by_check(summary).items()}
+    assert statuses == {("GPU-MET-005", "np-gpu-1"): "passed", ("GPU-MET-005", "np-gpu-2"): "failed"}
+    assert "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE GPU" in _by_check(summary)[("GPU-MET-005", "np-gpu-2")]["message"]

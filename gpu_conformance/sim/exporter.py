@@ -133,12 +133,13 @@ class _Metrics(Collector):
                       "device": f"nvidia{i}", "modelName": marketing_name(spec.product), "Hostname": node,
                       "DCGM_FI_DRIVER_VERSION": spec.driver, **self._attribution(pod)}
             used = 2048 if pod is not None else 0
-            tensor = 0.93 if loaded and pod is not None and pod.workload == "dcgmproftester" else 0.0
+            profiling = spec.metrics.profiling
+            tensor = 0.93 if loaded and profiling and pod is not None and pod.workload == "dcgmproftester" else 0.0
             values = {
                 "DCGM_FI_DEV_SM_CLOCK": 1980 if loaded else 345, "DCGM_FI_DEV_GPU_TEMP": 61 if loaded else 34,
                 "DCGM_FI_DEV_POWER_USAGE": 612.4 if loaded else 70.5, "DCGM_FI_DEV_GPU_UTIL": 100 if loaded else 0,
                 "DCGM_FI_DEV_FB_FREE": spec.memory_mib - used, "DCGM_FI_DEV_FB_USED": used, "DCGM_FI_DEV_XID_ERRORS": 0,
-                "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 0.98 if loaded else 0.0, "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": tensor,
+                "DCGM_FI_PROF_GR_ENGINE_ACTIVE": 0.98 if loaded and profiling else 0.0, "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE": tensor,
             }
             rows.append((labels, values))
         for name, help_text in _DCGM_HELP.items():

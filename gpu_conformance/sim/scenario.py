@@ -64,6 +64,7 @@ class NodeMetrics(_Strict):
     attribution: bool = True  # GPUs held by a pod carry its pod/namespace/container labels
     legacy_labels: bool = False  # ... as pod_name/pod_namespace/container_name (older dcgm-exporter)
     rises_under_load: bool = True  # a load workload raises its GPUs' utilization
+    profiling: bool = True  # DCGM profiling fields (DCGM_FI_PROF_*) move; False: they stay 0
 
 
 class NodeSpec(_Strict):
