@@ -5,18 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import kr8s
 import pytest
 
-from gpu_conformance import __version__, catalogue, facts, runner
+from gpu_conformance import __version__, catalogue, facts, recovery, runner
 from gpu_conformance import profile as profiles
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
 from gpu_conformance.errors import GpuConformanceError
+from gpu_conformance.progress import say
 from gpu_conformance.summary import Result, outcome_of, write_summary
 from gpu_conformance.workloads import GPU_TOLERATION
 
@@ -41,6 +43,8 @@ class Session:
     _api: kr8s.Api | None = None
     _facts: facts.ClusterFacts | None = None
     results: list[Result] = field(default_factory=list)
+    # What the run found before its first check (reported, never failed): pre-existing damage.
+    run_start: dict[str, Any] = field(default_factory=dict)
 
     @property
     def target(self) -> Target:
@@ -271,6 +275,24 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pyt
     return cluster_facts.node(gpu_node_name)
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Report GPU pods already stranded before the run (a failed GPU allocation nothing will redo)."""
+    config = session.config
+    sess = session_of(config)
+    if _is_worker(config) or sess._target is None:
+        return
+    try:
+        found = recovery.list_stranded(sess.api, [n.name for n in sess.facts.gpu_nodes])
+    except (GpuConformanceError, kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError) as exc:
+        say(f"run start: could not look for stranded GPU pods ({type(exc).__name__}: {exc})")
+        return
+    sess.run_start = {"stranded_pods": [asdict(s) for s in found]}
+    if found:
+        say(f"run start: {len(found)} GPU pod(s) already stranded by a failed GPU allocation (reported, not failed):")
+        for s in found:
+            say(f"  {s.describe()}")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """Checks marked `privileged` run only where the operator opted in."""
     if item.get_closest_marker("privileged") is None:
@@ -347,4 +369,4 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     path = config.getoption("summary_json")
     if path:
         write_summary(Path(path), sess.results, catalogue.load(), started=config.stash[STARTED_KEY],
-                      suite_version=__version__, exitstatus=int(exitstatus))
+                      suite_version=__version__, exitstatus=int(exitstatus), run_start=sess.run_start)

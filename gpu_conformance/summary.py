@@ -62,8 +62,8 @@ def totals(results: list[Result]) -> dict[str, int]:
 
 
 def write_summary(path: Path, results: list[Result], cat: Catalogue, *, started: dt.datetime,
-                  suite_version: str, exitstatus: int) -> None:
-    """Write summary.json: one entry per check result plus totals."""
+                  suite_version: str, exitstatus: int, run_start: dict[str, Any] | None = None) -> None:
+    """Write summary.json: one entry per check result plus totals, and what the run found at its start."""
     entries = []
     for r in sorted(results, key=lambda r: (r.id, r.node or "", r.nodeid)):
         req = cat.by_id.get(r.id)
@@ -77,6 +77,7 @@ def write_summary(path: Path, results: list[Result], cat: Catalogue, *, started:
         "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
         "pytest_exit_status": exitstatus,
         "totals": totals(results),
+        "run_start": run_start or {},
         "results": entries,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

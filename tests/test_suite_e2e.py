@@ -180,3 +180,14 @@ def test_privileged_checks_run_only_when_opted_in(run_suite, tmp_path: Path) -> 
     statuses = {k: r["status"] for k, r in _by_check(summary).items()}
     assert statuses == {("GPU-MET-005", "np-gpu-1"): "passed", ("GPU-MET-005", "np-gpu-2"): "failed"}
     assert "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE GPU" in _by_check(summary)[("GPU-MET-005", "np-gpu-2")]["message"]
+
+
+def test_pods_stranded_before_the_run_are_reported_not_failed(run_suite) -> None:
+    code, summary, out, _ = run_suite("fault-device-plugin-crash", "-k", "capacity")
+    assert code == 0, out  # the capacity checks pass; the stranded pods do not fail the run
+    stranded = summary["run_start"]["stranded_pods"]
+    assert [(s["node"], s["name"], s["reason"], s["owner"]) for s in stranded] == [
+        ("dp-gpu-2", "trainer-dp-gpu-2-0", "UnexpectedAdmissionError", None),
+        ("dp-gpu-2", "trainer-dp-gpu-2-1", "UnexpectedAdmissionError", None)]
+    assert "run start: 2 GPU pod(s) already stranded by a failed GPU allocation (reported, not failed):" in out
+    assert "trainer-dp-gpu-2-0 on dp-gpu-2: UnexpectedAdmissionError (Allocate failed due to no healthy devices" in out

@@ -415,6 +415,7 @@ class SimCluster:
             self._create_nodes(st, nodes)
             self._wait_ready(st, nodes)
             self._create_stack(st, scenarios)
+            self._create_stranded(st, scenarios)
         except BaseException:
             _say("start-up failed; stopping what was started")
             self.down(quiet=True, keep_logs=True)
@@ -536,6 +537,14 @@ class SimCluster:
         except WaitTimeout as exc:
             raise SimError(f"{exc}\nkwok log tail:\n{_log_tail(st.state_dir, 'kwok')}") from None
 
+    def _create_stranded(self, st: SimState, scenarios: list[Scenario]) -> None:
+        """Bare pods the scenario says failed their GPU allocation on a node (kwok fails them at admission)."""
+        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        for sc in scenarios:
+            pods = [stackobjects.stranded_pod(sc, name, i) for name, spec in sc.expanded() for i in range(spec.stranded_pods)]
+            if pods:
+                new_objects(api, [stackobjects.stranded_namespace(sc), *pods])
+
     def _create_stack(self, st: SimState, scenarios: list[Scenario]) -> None:
         """Each scenario's GPU stack: DaemonSets (the DaemonSet controller makes the pods), ClusterPolicy."""
         with_stack = [sc for sc in scenarios if sc.stack.flavour != "none"]
@@ -619,6 +628,7 @@ class SimCluster:
         self._create_nodes(st, nodes)
         self._wait_ready(st, nodes)
         self._create_stack(st, scenarios)
+        self._create_stranded(st, scenarios)
         new = replace(st, scenario_digest=digest, scenario_names=[s.name for s in scenarios], complete=True)
         new.save()
         return new

@@ -18,6 +18,7 @@ from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
 
 NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
 POD_CIDR = "239.255.0.1/16"
+STRANDED_LABEL = "sim.gpu-conformance.io/stranded"
 COMPONENT_LABEL = "sim.gpu-conformance.io/component"
 _STAGES = Path(__file__).parent / "stages" / "base.yaml"
 
@@ -204,6 +205,26 @@ def _jupyter_forward(nodes: list[tuple[str, NodeSpec]], port: int) -> dict[str, 
                      "forwards": [{"ports": [8888], "target": {"address": "127.0.0.1", "port": port}}]}}
 
 
+_STRANDED_TEMPLATE = """{{ $now := Now }}
+conditions:
+- {lastTransitionTime: {{ $now | Quote }}, status: "False", type: Ready, reason: PodFailed}
+- {lastTransitionTime: {{ $now | Quote }}, status: "True", type: PodScheduled}
+phase: Failed
+reason: UnexpectedAdmissionError
+message: "Allocate failed due to no healthy devices present; cannot allocate unhealthy devices nvidia.com/gpu, which is unexpected"
+startTime: {{ $now | Quote }}
+"""
+
+
+def _stranded_stage(ready: dict[str, Any]) -> dict[str, Any]:
+    """Pods labelled stranded fail admission as the kubelet fails them when the device plugin is gone."""
+    marked = {"key": f'.metadata.labels["{STRANDED_LABEL}"]', "operator": "In", "values": ["true"]}
+    ready["spec"]["selector"]["matchExpressions"].append(
+        {"key": f'.metadata.labels["{STRANDED_LABEL}"]', "operator": "DoesNotExist"})
+    pending = {"key": ".status.phase", "operator": "In", "values": ["Pending"]}
+    return _pod_stage("pod-stranded", [_NOT_DELETING, pending, marked], _STRANDED_TEMPLATE)
+
+
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
              restart_keys: list[str] | None = None, jupyter_port: int | None = None) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
@@ -212,6 +233,7 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list
     not_ready = sorted(f"{w}@{n}" for n, spec in nodes for w in KNOWN_WORKLOADS if not behaviour(w, n, spec).ready)
     no_ip = sorted(f"{w}@{n}" for n, spec in nodes for w in KNOWN_WORKLOADS if not behaviour(w, n, spec).pod_ip)
     docs += _ready_variants(next(d for d in docs if d["metadata"]["name"] == "pod-ready"), not_ready, no_ip)
+    docs.append(_stranded_stage(next(d for d in docs if d["metadata"]["name"] == "pod-ready")))
     if crash_keys:
         ready = next(d for d in docs if d["metadata"]["name"] == "pod-ready")
         ready["spec"]["selector"]["matchExpressions"].append({"key": COMPONENT_AT_NODE, "operator": "NotIn", "values": crash_keys})

@@ -93,6 +93,8 @@ class NodeSpec(_Strict):
     labelled_cuda: str | None = None
     memory_errors: MemoryErrors | None = None
     metrics: NodeMetrics = NodeMetrics()
+    # Bare pods already on the node that failed their GPU allocation (UnexpectedAdmissionError).
+    stranded_pods: int = Field(default=0, ge=0, le=50)
     labels: dict[str, str] = {}
     taints: list[Taint] = []
     cpu: str = "64"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL
+from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL, STRANDED_LABEL
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, Scenario
 from gpu_conformance.stack import GKE_COMPONENTS, OPERAND_DEPLOY_LABEL, OPERATOR_OPERANDS
 
@@ -191,3 +191,21 @@ def _ports(sc: Scenario, component: str) -> dict[str, Any]:
     if sc.stack.flavour == "gke" and component == "device-plugin":
         return {"ports": [{"name": "metrics", "containerPort": 2112}]}
     return {}
+
+
+def stranded_namespace(sc: Scenario) -> dict[str, Any]:
+    """Where the scenario's stranded pods live (deleted with the scenario's other namespaces)."""
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": f"sim-stranded-{sc.name}"[:63].rstrip("-"), "labels": {SCENARIO_LABEL: sc.name}}}
+
+
+def stranded_pod(sc: Scenario, node: str, index: int) -> dict[str, Any]:
+    """A bare GPU pod bound to the node that kwok fails with UnexpectedAdmissionError."""
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": f"trainer-{node}-{index}"[:253], "namespace": stranded_namespace(sc)["metadata"]["name"],
+                     "labels": {STRANDED_LABEL: "true", SCENARIO_LABEL: sc.name}},
+        "spec": {"nodeName": node, "restartPolicy": "Never", "tolerations": [{"operator": "Exists"}],
+                 "containers": [{"name": "trainer", "image": "nvcr.io/nvidia/pytorch:25.02-py3",
+                                 "resources": {"limits": {"nvidia.com/gpu": 1}}}]},
+    }
