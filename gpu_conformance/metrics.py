@@ -16,21 +16,22 @@ ExporterKind = Literal["dcgm-exporter", "gke-device-plugin"]
 DCGM_PORT = 9400
 GKE_PORT = 2112
 
-# What each kind of exporter must serve: a description -> the sample name that carries it.
-REQUIRED: Mapping[ExporterKind, Mapping[str, str]] = {
+# What each kind of exporter must serve: a description -> the sample names that carry it, in order of
+# preference. GPUs in MIG mode have no DCGM_FI_DEV_GPU_UTIL: their utilization is the profiling field.
+REQUIRED: Mapping[ExporterKind, Mapping[str, tuple[str, ...]]] = {
     "dcgm-exporter": {
-        "GPU utilization": "DCGM_FI_DEV_GPU_UTIL",
-        "framebuffer used": "DCGM_FI_DEV_FB_USED",
-        "framebuffer free": "DCGM_FI_DEV_FB_FREE",
-        "temperature": "DCGM_FI_DEV_GPU_TEMP",
-        "power": "DCGM_FI_DEV_POWER_USAGE",
-        "SM clock": "DCGM_FI_DEV_SM_CLOCK",
-        "XID errors": "DCGM_FI_DEV_XID_ERRORS",
+        "GPU utilization": ("DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_PROF_GR_ENGINE_ACTIVE"),
+        "framebuffer used": ("DCGM_FI_DEV_FB_USED",),
+        "framebuffer free": ("DCGM_FI_DEV_FB_FREE",),
+        "temperature": ("DCGM_FI_DEV_GPU_TEMP",),
+        "power": ("DCGM_FI_DEV_POWER_USAGE",),
+        "SM clock": ("DCGM_FI_DEV_SM_CLOCK",),
+        "XID errors": ("DCGM_FI_DEV_XID_ERRORS",),
     },
     "gke-device-plugin": {
-        "GPU utilization": "duty_cycle",
-        "memory used": "memory_used",
-        "memory total": "memory_total",
+        "GPU utilization": ("duty_cycle",),
+        "memory used": ("memory_used",),
+        "memory total": ("memory_total",),
     },
 }
 TENSOR_ACTIVE = "DCGM_FI_PROF_PIPE_TENSOR_ACTIVE"
@@ -99,10 +100,20 @@ def parse_metrics(text: str) -> Scrape:
     return Scrape(samples)
 
 
+def _wanted(kind: ExporterKind, extra: Iterable[str]) -> dict[str, tuple[str, ...]]:
+    return {**REQUIRED[kind], **{name: (name,) for name in extra}}
+
+
 def missing_families(scrape: Scrape, kind: ExporterKind, extra: Iterable[str] = ()) -> list[str]:
     """Required families (the kind's, plus the profile's extra sample names) that the scrape lacks."""
-    wanted = {**REQUIRED[kind], **{name: name for name in extra}}
-    return [f"{what} ({name})" if what != name else name for what, name in wanted.items() if name not in scrape.names]
+    return [f"{what} ({' or '.join(names)})" if (what,) != names else what
+            for what, names in _wanted(kind, extra).items() if not any(n in scrape.names for n in names)]
+
+
+def served_required(scrape: Scrape, kind: ExporterKind, extra: Iterable[str] = ()) -> list[str]:
+    """For each required family the scrape serves, the sample name that carries it (the preferred one present)."""
+    return [next(n for n in names if n in scrape.names)
+            for names in _wanted(kind, extra).values() if any(n in scrape.names for n in names)]
 
 
 def gpu_id(sample: Sample, kind: ExporterKind) -> str | None:

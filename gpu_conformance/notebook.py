@@ -23,8 +23,15 @@ _TOKEN_IN_TEXT = re.compile(r"(token[=:]\s*)([A-Za-z0-9_\-]+)", re.IGNORECASE)
 REDACTED = "<redacted>"
 
 
-def new_token() -> str:
-    return secrets.token_hex(24)
+class SecretText(str):
+    """A secret value whose repr never shows it (tracebacks with --showlocals, assertion introspection)."""
+
+    def __repr__(self) -> str:
+        return repr(REDACTED)
+
+
+def new_token() -> SecretText:
+    return SecretText(secrets.token_hex(24))
 
 
 def token_secret(name: str, namespace: str, run_id: str, token: str) -> dict[str, Any]:
@@ -72,15 +79,18 @@ class HttpAnswer:
     body: str
     transport: str | None
     problems: tuple[str, ...]
+    forbidden: bool = False  # RBAC refused the suite both the Service proxy and a port-forward
 
 
 def ask(api: kr8s.Api, namespace: str, service: str, port_name: str, pod: str, pod_port: int, path: str) -> HttpAnswer:
-    """GET `path` through the Service proxy, else a port-forward to the pod."""
+    """GET `path` through the Service proxy, else (any other answer than 200) a port-forward to the pod."""
     problems = []
+    proxy_refused = False
     try:
         status, text = scrape.proxy_get(api, namespace, f"services/{service}:{port_name}/proxy{path}")
-        if status < 500 and status != 400:
+        if status == 200:
             return HttpAnswer(status, text, "service proxy", ())
+        proxy_refused = status in (401, 403)
         problems.append(f"service proxy: HTTP {status} {scrape.short(text)}")
     except TRANSIENT as exc:
         problems.append(f"service proxy: {type(exc).__name__}: {exc}")
@@ -89,7 +99,8 @@ def ask(api: kr8s.Api, namespace: str, service: str, port_name: str, pod: str, p
         return HttpAnswer(200, fetched.text, fetched.transport, tuple(problems))
     except scrape.ScrapeError as exc:
         problems.append(str(exc))
-    return HttpAnswer(None, "", None, tuple(problems))
+        forbidden = proxy_refused and isinstance(exc, scrape.ScrapeForbidden)
+    return HttpAnswer(None, "", None, tuple(problems), forbidden)
 
 
 def wait_ready(api: kr8s.Api, namespace: str, pod: str, timeout: float) -> tuple[bool, Mapping[str, Any]]:

@@ -141,14 +141,17 @@ def discover(api: kr8s.Api, nodes: Sequence[str], *, namespace: str | None = Non
 
 def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float = SCRAPE_TIMEOUT_S,
           proxy: bool = True) -> Fetched:
-    """GET `path` on the pod's `port`: through the API server's pod proxy, else a port-forward."""
+    """GET `path` on the pod's `port`: through the API server's pod proxy (unless `proxy` is False: it
+    failed for this pod before), else a port-forward. ScrapeForbidden when RBAC refuses both."""
     problems = []
+    proxy_forbidden = not proxy
     url = f"pods/{pod.name}:{port}/proxy{path}"
     try:
         if proxy:
             status, text = proxy_get(api, pod.namespace, url, timeout)
             if status == 200:
                 return Fetched(text, "pod proxy")
+            proxy_forbidden = status in (401, 403)
             problems.append(f"pod proxy: HTTP {status} {short(text)}")
     except TRANSIENT as exc:
         problems.append(f"pod proxy: {type(exc).__name__}: {exc}")
@@ -162,9 +165,21 @@ def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float 
     except (kr8s.NotFoundError, *TRANSIENT, OSError) as exc:
         problems.append(f"port-forward: {type(exc).__name__}: {exc or 'connection closed'}")
     what = f"{path} on port {port} of pod {pod.namespace}/{pod.name}: " + "; ".join(problems)
-    if all("403" in p or "Forbidden" in p for p in problems):
-        raise ScrapeForbidden(what)
+    if proxy_forbidden and portforward_forbidden(api, pod.namespace, pod.name):
+        raise ScrapeForbidden(what + " (RBAC: the suite may neither proxy to nor port-forward this pod)")
     raise ScrapeError(what)
+
+
+def portforward_forbidden(api: kr8s.Api, namespace: str, pod: str) -> bool:
+    """Whether RBAC refuses the suite `create pods/portforward` (kr8s hides the refused websocket upgrade).
+
+    A plain GET on the subresource answers 403 when forbidden, 400 ("Upgrade request required") when allowed.
+    """
+    try:
+        status, _ = proxy_get(api, namespace, f"pods/{pod}/portforward?ports=1", timeout=10)
+    except TRANSIENT:
+        return False
+    return status in (401, 403)
 
 
 def proxy_get(api: kr8s.Api, namespace: str, url: str, timeout: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:

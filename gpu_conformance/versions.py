@@ -153,10 +153,21 @@ def node_group(profile: Profile, labels: Mapping[str, str]) -> str | None:
 
 
 def label_mismatches(labelled: DriverFacts, in_pod: DriverFacts) -> list[str]:
-    """Where the node's labels and what a pod sees disagree (versions either side does not show are not compared)."""
-    pairs = (("driver", labelled.driver, in_pod.driver), ("CUDA", labelled.cuda, in_pod.cuda))
-    return [f"{what} {claimed} in the labels but {actual} in the pod" for what, claimed, actual in pairs
-            if claimed is not None and actual is not None and not same_version(claimed, actual)]
+    """Where the node's labels and what a pod sees disagree (versions either side does not show are not compared).
+
+    With the same driver, a pod may see a *higher* CUDA version than the node: CUDA forward
+    compatibility (the image's cuda-compat libcuda, which the container toolkit puts first) is not
+    a stale label. A lower one, or a different driver, is.
+    """
+    problems = []
+    if not same_version(labelled.driver, in_pod.driver):
+        problems.append(f"driver {labelled.driver} in the labels but {in_pod.driver} in the pod")
+    if labelled.cuda is not None and in_pod.cuda is not None and not same_version(labelled.cuda, in_pod.cuda):
+        forward = not problems and _is_version(labelled.cuda) and _is_version(in_pod.cuda) \
+            and Version(in_pod.cuda) > Version(labelled.cuda)
+        if not forward:
+            problems.append(f"CUDA {labelled.cuda} in the labels but {in_pod.cuda} in the pod")
+    return problems
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from fixtures.workloads import physical_gpus
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
 from gpu_conformance.metrics import (
-    REQUIRED,
     TENSOR_ACTIVE,
     Scrape,
     gpus_per_family,
     load_lines,
     missing_families,
     rose_under_load,
+    served_required,
 )
 from gpu_conformance.plugin import Session
 from gpu_conformance.scrape import Exporter
@@ -53,7 +53,7 @@ def test_exporter_serves_required_metrics_per_gpu(gpu_node: NodeFacts, exporter:
 
     # Step: each with one series per physical GPU of the node.
     expected = physical_gpus(gpu_node, gc_session.profile)
-    counts = gpus_per_family(metrics_of_node, exporter.kind, [*REQUIRED[exporter.kind].values(), *extra])
+    counts = gpus_per_family(metrics_of_node, exporter.kind, served_required(metrics_of_node, exporter.kind, extra))
     evidence(f"{len(counts)} families, GPUs per family: {counts}; the node has {expected} GPU(s)")
     wrong = {name: n for name, n in counts.items() if n != expected}
     assert not wrong, requirement.violation(
@@ -85,8 +85,6 @@ def test_load_is_attributed_to_its_pod(gpu_node: NodeFacts, exporter: Exporter, 
 def test_tensor_activity_is_attributed(gpu_node: NodeFacts, exporter: Exporter, tensor_load_run: LoadRun,
                                        idle_scrape: Scrape | None, requirement: Requirement,
                                        evidence: Callable[[str], None]) -> None:
-    if exporter.kind != "dcgm-exporter":
-        pytest.skip("GKE's device-plugin metrics have no tensor-core activity")
     assert tensor_load_run.outcome is not None
     pod = f"{tensor_load_run.outcome.namespace}/{tensor_load_run.outcome.pod}"
 

@@ -8,7 +8,7 @@ import pytest
 from fixtures.notebook import NotebookRun
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts
-from gpu_conformance.notebook import gpus_seen
+from gpu_conformance.notebook import HttpAnswer, gpus_seen
 
 
 @pytest.mark.requirement("GPU-NB-001")
@@ -23,7 +23,7 @@ def test_notebook_becomes_ready(gpu_nodes: tuple[NodeFacts, ...], notebook_obser
 
 @pytest.mark.requirement("GPU-NB-002")
 def test_notebook_reachable_through_its_service(gpu_nodes: tuple[NodeFacts, ...], ready_notebook: NotebookRun,
-                                               requirement: Requirement,
+                                               notebook_http: HttpAnswer, requirement: Requirement,
                                                evidence: Callable[[str], None]) -> None:
     nb = ready_notebook
     # Step: the NodePort Service lists the Ready pod as an endpoint.
@@ -33,8 +33,7 @@ def test_notebook_reachable_through_its_service(gpu_nodes: tuple[NodeFacts, ...]
         f"endpoints: {listed or 'none'}")
 
     # Step: Jupyter answers on /api through the Kubernetes API.
-    http = nb.http
-    assert http is not None
+    http = notebook_http
     evidence(f"GET /api via {http.transport}: HTTP {http.status} {http.body[:120]}")
     assert http.status == 200 and '"version"' in http.body, requirement.violation(
         nb.node, "HTTP 200 with the Jupyter version from /api",
@@ -42,10 +41,10 @@ def test_notebook_reachable_through_its_service(gpu_nodes: tuple[NodeFacts, ...]
 
 
 @pytest.mark.requirement("GPU-NB-003")
-def test_notebook_framework_sees_a_gpu(gpu_nodes: tuple[NodeFacts, ...], notebook_observed: NotebookRun, requirement: Requirement,
-                                       evidence: Callable[[str], None]) -> None:
+def test_notebook_framework_sees_a_gpu(gpu_nodes: tuple[NodeFacts, ...], started_notebook: NotebookRun,
+                                       requirement: Requirement, evidence: Callable[[str], None]) -> None:
     # Step: the notebook's start-up line says how many GPUs TensorFlow sees.
-    nb = notebook_observed
+    nb = started_notebook
     seen = gpus_seen(nb.log)
     assert seen is not None, requirement.violation(
         nb.node, "the start-up line 'gpu-conformance: tensorflow sees N GPU(s)'",

@@ -33,7 +33,8 @@ def test_dcgm_exporter_output_has_every_required_family_per_gpu() -> None:
     s = metrics.parse_metrics(DCGM)
     assert metrics.missing_families(s, "dcgm-exporter") == []
     assert metrics.missing_families(s, "dcgm-exporter", ["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"]) == ["DCGM_FI_DEV_NVLINK_BANDWIDTH_TOTAL"]
-    names = list(metrics.REQUIRED["dcgm-exporter"].values())
+    names = metrics.served_required(s, "dcgm-exporter")
+    assert names[0] == "DCGM_FI_DEV_GPU_UTIL" and len(names) == 7
     assert metrics.gpus_per_family(s, "dcgm-exporter", names) == dict.fromkeys(names, 2)
     # dcgm-exporter serves counters without `_total`; prometheus_client names the sample `<name>_total`:
     # both names find it.
@@ -129,7 +130,7 @@ TENSOR = exporter.GpuPod("ns", "tensor-n1", "dcgmproftester", 1, "dcgmproftester
 
 def test_simulated_exporter_serves_every_gpu_and_attributes_pods_in_order() -> None:
     s = _render(NodeSpec(name="n1", gpus=8), [HOLD, LOAD])
-    names = list(metrics.REQUIRED["dcgm-exporter"].values())
+    names = metrics.served_required(s, "dcgm-exporter")
     assert metrics.gpus_per_family(s, "dcgm-exporter", names) == dict.fromkeys(names, 8)
     held = {smp.labels["gpu"]: smp.labels["pod"] for smp in s.series("DCGM_FI_DEV_GPU_UTIL") if smp.labels["pod"]}
     assert held == {"0": "gpu-hold-n1", "1": "gpu-hold-n1", "2": "gpu-load-n1"}
@@ -212,3 +213,14 @@ def test_monitor_selection(monitor: dict, selects: bool, near: bool) -> None:
 ])
 def test_label_selectors(selector: dict | None, labels: dict, matches: bool) -> None:
     assert scrape.label_selector_matches(selector, labels) is matches
+
+
+def test_mig_gpus_count_engine_activity_as_utilization() -> None:
+    # dcgm-exporter serves no DCGM_FI_DEV_GPU_UTIL for GPUs in MIG mode.
+    text = "\n".join(line for line in DCGM.splitlines() if "GPU_UTIL" not in line)
+    s = metrics.parse_metrics(text)
+    assert metrics.missing_families(s, "dcgm-exporter") == []
+    assert metrics.served_required(s, "dcgm-exporter")[0] == "DCGM_FI_PROF_GR_ENGINE_ACTIVE"
+    neither = metrics.parse_metrics("\n".join(line for line in text.splitlines() if "GR_ENGINE" not in line))
+    assert metrics.missing_families(neither, "dcgm-exporter") == [
+        "GPU utilization (DCGM_FI_DEV_GPU_UTIL or DCGM_FI_PROF_GR_ENGINE_ACTIVE)"]

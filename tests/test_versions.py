@@ -52,6 +52,11 @@ def test_the_simulator_labels_nodes_as_gfd_does_and_can_make_them_stale() -> Non
     assert versions.label_mismatches(labelled, in_pod) == [
         "driver 570.172.08 in the labels but 580.159.04 in the pod", "CUDA 12.8 in the labels but 13.0 in the pod"]
     assert versions.label_mismatches(versions.DriverFacts("580.159.4", "13", "l"), in_pod) == []
+    # Same driver, higher CUDA in the pod: forward compatibility (cuda-compat in the image), not stale labels.
+    assert versions.label_mismatches(versions.DriverFacts("580.159.04", "12.8", "l"), in_pod) == []
+    # Same driver, lower CUDA in the pod: the labels claim more than the node has.
+    assert versions.label_mismatches(versions.DriverFacts("580.159.04", "13.1", "l"), in_pod) == [
+        "CUDA 13.1 in the labels but 13.0 in the pod"]
 
 
 def test_nvidia_smi_list_shows_no_driver() -> None:
