@@ -191,3 +191,49 @@ def test_pods_stranded_before_the_run_are_reported_not_failed(run_suite) -> None
         ("dp-gpu-2", "trainer-dp-gpu-2-1", "UnexpectedAdmissionError", None)]
     assert "run start: 2 GPU pod(s) already stranded by a failed GPU allocation (reported, not failed):" in out
     assert "trainer-dp-gpu-2-0 on dp-gpu-2: UnexpectedAdmissionError (Allocate failed due to no healthy devices" in out
+
+
+RESTRICTED_ROLE = {
+    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+    "metadata": {"name": "gc-test-restricted"},
+    # What the suite needs, except pods/proxy, pods/portforward and services/proxy.
+    "rules": [
+        {"apiGroups": [""], "verbs": ["*"],
+         "resources": ["pods", "pods/log", "namespaces", "nodes", "services", "configmaps", "secrets", "events",
+                       "serviceaccounts", "endpoints"]},
+        {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"], "verbs": ["get", "list"]},
+        {"apiGroups": ["monitoring.coreos.com"], "resources": ["servicemonitors", "podmonitors"], "verbs": ["get", "list"]},
+        {"apiGroups": ["nvidia.com"], "resources": ["clusterpolicies"], "verbs": ["get", "list"]},
+    ],
+}
+
+
+def test_metrics_refused_by_rbac_are_errors_not_failures(sim_kubeconfig: Path, sim_api: kr8s.Api, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from gpu_conformance.sim.control_plane import new_objects
+
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+               "metadata": {"name": "gc-test-restricted"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "gc-test-restricted"},
+               "subjects": [{"kind": "User", "name": "gpu-conformance-restricted", "apiGroup": "rbac.authorization.k8s.io"}]}
+    made = new_objects(sim_api, [RESTRICTED_ROLE, binding], exist_ok=True)
+    try:
+        report_dir = tmp_path / "reports"
+        cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={sim_kubeconfig.with_name('restricted.kubeconfig')}",
+               f"--report-dir={report_dir}", f"--gpu-node-selector={scenario.SCENARIO_LABEL}=healthy",
+               "-k", "exporter_serves_the_node"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+        out = proc.stdout + proc.stderr
+        summary = json.loads((report_dir / "summary.json").read_text())
+    finally:
+        for obj in made:
+            obj.delete()
+    assert proc.returncode == 3, out  # undecided: not a conformance failure
+    results = summary["results"]
+    assert len(results) == 4 and {r["status"] for r in results} == {"error"}, results
+    assert all("RBAC: the suite may neither proxy to nor port-forward this pod" in r["message"]
+               and "the suite needs get on pods/proxy or create on pods/portforward" in r["message"] for r in results)

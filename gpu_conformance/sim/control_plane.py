@@ -386,7 +386,7 @@ class SimCluster:
         pki.generate(pki_dir, SERVICE_IP)
         ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "jupyter")}
         server = f"https://127.0.0.1:{ports['apiserver']}"
-        for ident in ("admin", "controller-manager", "scheduler"):
+        for ident in ("admin", "controller-manager", "scheduler", "restricted"):
             name = "kubeconfig" if ident == "admin" else f"{ident}.kubeconfig"
             pki.write_kubeconfig(sd / name, pki_dir, server, ident, "gpu-conformance-sim")
         st = SimState(

@@ -30,6 +30,8 @@ CLIENTS = (
     Identity("admin", "gpu-conformance-admin", ("system:masters",)),
     Identity("controller-manager", "system:kube-controller-manager"),
     Identity("scheduler", "system:kube-scheduler"),
+    # No permissions of its own: tests bind it a role to run the suite under restricted RBAC.
+    Identity("restricted", "gpu-conformance-restricted"),
 )
 
 
