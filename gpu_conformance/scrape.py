@@ -7,6 +7,8 @@ konnectivity, a pod IP it refuses), through a port-forward.
 
 from __future__ import annotations
 
+import errno
+import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -156,9 +158,7 @@ def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float 
     except TRANSIENT as exc:
         problems.append(f"pod proxy: {type(exc).__name__}: {exc}")
     try:
-        obj = Pod.get(pod.name, namespace=pod.namespace, api=api)
-        with obj.portforward(remote_port=port, local_port="auto") as local:
-            resp = httpx.get(f"http://127.0.0.1:{local}{path}", timeout=timeout)
+        resp = _forwarded_get(Pod.get(pod.name, namespace=pod.namespace, api=api), port, path, timeout)
         if resp.status_code == 200:
             return Fetched(resp.text, "port-forward")
         problems.append(f"port-forward: HTTP {resp.status_code} {short(resp.text)}")
@@ -168,6 +168,30 @@ def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float 
     if proxy_forbidden and portforward_forbidden(api, pod.namespace, pod.name):
         raise ScrapeForbidden(what + " (RBAC: the suite may neither proxy to nor port-forward this pod)")
     raise ScrapeError(what)
+
+
+PORTFORWARD_BIND_TRIES = 5
+
+
+def _forwarded_get(pod: Pod, port: int, path: str, timeout: float) -> httpx.Response:
+    """GET through a port-forward on a local port the kernel picked free. A port that is free when
+    picked can still be taken before the forward binds it (loopback connections use ephemeral ports
+    too), so a bind collision is retried on a fresh port."""
+    for attempt in range(PORTFORWARD_BIND_TRIES):
+        try:
+            with pod.portforward(remote_port=port, local_port=_free_local_port()) as local:
+                return httpx.get(f"http://127.0.0.1:{local}{path}", timeout=timeout)
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE or attempt == PORTFORWARD_BIND_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _free_local_port() -> int:
+    """A loopback port nothing is bound to now, as the kernel assigns it."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def portforward_forbidden(api: kr8s.Api, namespace: str, pod: str) -> bool:

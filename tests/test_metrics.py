@@ -3,6 +3,10 @@ per GPU, pod attribution, load against idle, monitor selection, and the simulato
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import socket
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +228,46 @@ def test_mig_gpus_count_engine_activity_as_utilization() -> None:
     neither = metrics.parse_metrics("\n".join(line for line in text.splitlines() if "GR_ENGINE" not in line))
     assert metrics.missing_families(neither, "dcgm-exporter") == [
         "GPU utilization (DCGM_FI_DEV_GPU_UTIL or DCGM_FI_PROF_GR_ENGINE_ACTIVE)"]
+
+
+class _PortCollision:
+    """A pod whose port-forward binds the local port it is given, as kr8s does, and forwards to `target`."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+        self.tried: list[int] = []
+
+    @contextlib.contextmanager
+    def portforward(self, remote_port: int, local_port: int):
+        self.tried.append(local_port)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", local_port))  # raises EADDRINUSE on a taken port
+            yield self.target
+
+
+def test_a_port_forward_whose_local_port_was_taken_retries_on_another(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken_port = taken.getsockname()[1]
+    picks = iter([taken_port, scrape._free_local_port()])
+    monkeypatch.setattr(scrape, "_free_local_port", lambda: next(picks))
+    pod = _PortCollision(server.server_address[1])
+    try:
+        resp = scrape._forwarded_get(pod, 9400, "/metrics", timeout=5)  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+        taken.close()
+    assert resp.status_code == 200 and resp.text == "ok"
+    assert pod.tried[0] == taken_port and len(pod.tried) == 2 and pod.tried[1] != taken_port
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"ok")
+
+    def log_message(self, *args: object) -> None:
+        pass
