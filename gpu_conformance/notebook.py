@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import kr8s
-from kr8s.objects import Pod
 
 from gpu_conformance import scrape
 from gpu_conformance.runner import TRANSIENT, create_object
@@ -130,7 +129,4 @@ def _describe(raw: Mapping[str, Any]) -> str:
 def create(api: kr8s.Api, manifests: Sequence[Mapping[str, Any]]) -> None:
     """Create the notebook's objects (Secret, Pod, Service)."""
     for manifest in manifests:
-        if manifest["kind"] == "Pod":
-            Pod(dict(manifest), api=api).create()
-        else:
-            create_object(api, dict(manifest))
+        create_object(api, manifest)

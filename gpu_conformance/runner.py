@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 import httpx
 import kr8s
-from kr8s.objects import Namespace, Pod, object_from_spec
+from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
 
 from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, wait_for
@@ -31,9 +31,26 @@ def new_run_id() -> str:
     return secrets.token_hex(4)
 
 
-def create_object(api: kr8s.Api, manifest: dict[str, Any]) -> None:
-    """Create one supporting object (a ConfigMap a workload mounts) from its manifest."""
-    object_from_spec(manifest, api=api).create()
+# Kinds whose plural is not kind + "s" (kr8s's guess for kinds it does not know).
+IRREGULAR_PLURALS = {"ClusterPolicy": "clusterpolicies"}
+
+
+def create_object(api: kr8s.Api, manifest: Mapping[str, Any], exist_ok: bool = False) -> APIObject:
+    """Create one object of any kind, custom resources included, from its manifest; with `exist_ok`,
+    an object of that name already there (409) is fine."""
+    kind, version = manifest["kind"], manifest["apiVersion"]
+    try:
+        cls = get_class(kind, version)
+    except KeyError:
+        cls = new_class(kind, version, asyncio=False, namespaced="namespace" in manifest["metadata"],
+                        plural=IRREGULAR_PLURALS.get(kind, kind.lower() + "s"))
+    obj = cls(dict(manifest), api=api)
+    try:
+        obj.create()
+    except kr8s.ServerError as exc:
+        if not (exist_ok and exc.response is not None and exc.response.status_code == 409):
+            raise
+    return obj
 
 
 def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:

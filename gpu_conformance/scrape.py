@@ -179,7 +179,7 @@ def _forwarded_get(pod: Pod, port: int, path: str, timeout: float) -> httpx.Resp
     too), so a bind collision is retried on a fresh port."""
     for attempt in range(PORTFORWARD_BIND_TRIES):
         try:
-            with pod.portforward(remote_port=port, local_port=_free_local_port()) as local:
+            with pod.portforward(remote_port=port, local_port=free_local_port()) as local:
                 return httpx.get(f"http://127.0.0.1:{local}{path}", timeout=timeout)
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE or attempt == PORTFORWARD_BIND_TRIES - 1:
@@ -187,7 +187,7 @@ def _forwarded_get(pod: Pod, port: int, path: str, timeout: float) -> httpx.Resp
     raise AssertionError("unreachable")
 
 
-def _free_local_port() -> int:
+def free_local_port() -> int:
     """A loopback port nothing is bound to now, as the kernel assigns it."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

@@ -251,8 +251,8 @@ def test_a_port_forward_whose_local_port_was_taken_retries_on_another(monkeypatc
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken_port = taken.getsockname()[1]
-    picks = iter([taken_port, scrape._free_local_port()])
-    monkeypatch.setattr(scrape, "_free_local_port", lambda: next(picks))
+    picks = iter([taken_port, scrape.free_local_port()])
+    monkeypatch.setattr(scrape, "free_local_port", lambda: next(picks))
     pod = _PortCollision(server.server_address[1])
     try:
         resp = scrape._forwarded_get(pod, 9400, "/metrics", timeout=5)  # type: ignore[arg-type]

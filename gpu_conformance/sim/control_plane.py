@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import kr8s
-import kr8s.objects
 from kr8s.objects import Node
 
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
 from gpu_conformance.progress import say
+from gpu_conformance.runner import create_object
+from gpu_conformance.scrape import free_local_port
 from gpu_conformance.errors import SimError
 from gpu_conformance.sim import binaries, exporter, kwokconfig, pki, stackobjects
 from gpu_conformance.sim.kwokconfig import NOT_READY_LABEL
@@ -57,12 +58,6 @@ def default_state_dir() -> Path:
     return Path(base) / "gpu-conformance" / "sim"
 
 
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _port_open(port: int) -> bool:
@@ -299,24 +294,9 @@ def node_manifest(name: str, spec: NodeSpec, scenario: str) -> dict[str, Any]:
     }
 
 
-_PLURALS = {"ClusterPolicy": "clusterpolicies"}
-
-
 def new_objects(api: kr8s.Api, manifests: list[dict[str, Any]], exist_ok: bool = False) -> list[Any]:
-    """Create API objects of any kind through kr8s."""
-    made = []
-    for manifest in manifests:
-        kind = manifest["kind"]
-        cls = kr8s.objects.new_class(kind, manifest["apiVersion"], asyncio=False, namespaced="namespace" in manifest["metadata"],
-                                     plural=_PLURALS.get(kind, kind.lower() + "s"))
-        obj = cls(manifest, api=api)
-        try:
-            obj.create()
-        except kr8s.ServerError as exc:
-            if not (exist_ok and exc.response is not None and exc.response.status_code == 409):
-                raise
-        made.append(obj)
-    return made
+    """Create API objects of any kind."""
+    return [create_object(api, m, exist_ok=exist_ok) for m in manifests]
 
 
 def _crd_established(api: kr8s.Api, name: str) -> bool:
@@ -384,7 +364,7 @@ class SimCluster:
         (sd / MARKER).write_text("state directory of a simulated GPU cluster; `gpu-conformance sim down` removes it\n")
         pki_dir = sd / "pki"
         pki.generate(pki_dir, SERVICE_IP)
-        ports = {k: _free_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "jupyter")}
+        ports = {k: free_local_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "jupyter")}
         server = f"https://127.0.0.1:{ports['apiserver']}"
         for ident in ("admin", "controller-manager", "scheduler", "restricted"):
             name = "kubeconfig" if ident == "admin" else f"{ident}.kubeconfig"

@@ -27,6 +27,7 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
+from gpu_conformance.runner import create_object
 from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL
 from gpu_conformance.sim.outputs import gpu_uuid, marketing_name
 from gpu_conformance.sim.scenario import NodeSpec, Scenario
@@ -227,11 +228,7 @@ class Exporters:
         obj = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
                "metadata": {"name": pod, "namespace": namespace},
                "spec": {"forwards": [{"ports": [pod_port], "target": {"address": "127.0.0.1", "port": local_port}}]}}
-        try:
-            kr8s.objects.object_from_spec(obj, api=self.api, allow_unknown_type=True).create()
-        except kr8s.ServerError as exc:
-            if "already exists" not in str(exc):
-                raise
+        create_object(self.api, obj, exist_ok=True)
         self.forwarded.add((namespace, pod))
 
 
