@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(default: start a fresh one)")
     mx.add_argument("--jobs", type=int, default=3, help="scenarios run at once (default 3)")
     mx.add_argument("--write-readme", type=Path, metavar="README", help="replace the matrix section of this README")
+    rb = simsub.add_parser("reboot", help="reboot a simulated node (its scenario's `recovery` says how it comes back)")
+    rb.add_argument("node")
+    rb.add_argument("--kubeconfig", type=Path, help="the simulated cluster's kubeconfig (default: the one in --state-dir)")
 
     cli_tools.register(sub)
 
@@ -236,12 +239,32 @@ def _sim(args: argparse.Namespace) -> int:
         from gpu_conformance.sim import matrix
 
         return matrix.main(args.kubeconfig, max(1, args.jobs), args.write_readme)
+    if args.sim_command == "reboot":
+        state = sim.state() if args.kubeconfig is None else None
+        return _reboot(args.node, args.kubeconfig or (state.kubeconfig if state else None))
     if args.sim_command == "scenarios":
         for name in scenario.bundled():
             sc = scenario.load(scenario.resolve(name))
             print(f"{name}: {sc.description}")
         return 0
     raise ConfigError(f"unknown sim command {args.sim_command}")
+
+
+def _reboot(node: str, kubeconfig: Path | None) -> int:
+    """Ask the simulated cluster's node agent to reboot a node: exit 1 when there is no such node."""
+    import kr8s
+
+    from gpu_conformance.cluster import connect, resolve_target
+    from gpu_conformance.sim.nodeagent import request_reboot
+
+    api = connect(resolve_target(kubeconfig, None))
+    try:
+        request_reboot(api, node)
+    except kr8s.NotFoundError:
+        print(f"gpu-conformance: error: node {node!r} not found", file=sys.stderr)
+        return int(ExitCode.CONFORMANCE_FAILURE)
+    print(f"[gpu-conformance sim] reboot of {node} requested")
+    return 0
 
 
 def _cleanup(args: argparse.Namespace) -> int:

@@ -51,6 +51,16 @@ class NodeFacts:
             or self.legacy_gpu_capacity is not None
         )
 
+    def not_ready_reason(self) -> str | None:
+        """Why a workload here could decide nothing because the node is not Ready, or None."""
+        return None if self.ready else f"node {self.name} is not Ready (see GPU-NODE-002)"
+
+    def gpu_pod_blocker(self) -> str | None:
+        """Why a one-GPU pod could decide nothing here (not Ready, no allocatable GPU), or None."""
+        if (why := self.not_ready_reason()) is not None:
+            return why
+        return None if (self.gpu_allocatable or 0) >= 1 else f"node {self.name} has no allocatable GPU (see GPU-NODE-001)"
+
 
 def _count(resources: Mapping[str, Any], key: str) -> int | None:
     raw = resources.get(key)

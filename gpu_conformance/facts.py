@@ -9,6 +9,7 @@ from pathlib import Path
 import kr8s
 from filelock import FileLock
 
+from gpu_conformance import nodelocks
 from gpu_conformance.cluster import NodeFacts, TaintFact, list_nodes, server_version
 
 
@@ -29,8 +30,10 @@ class ClusterFacts:
 
 
 def gather(api: kr8s.Api, node_selector: str | None) -> ClusterFacts:
-    """Ask the cluster once."""
-    return ClusterFacts(server_version(api), tuple(list_nodes(api, node_selector)), node_selector)
+    """Ask the cluster once, while no recovery check disrupts a node (it would show GPUs missing)."""
+    names = [n.name for n in list_nodes(api, node_selector)]
+    with nodelocks.for_server(api.auth.server).shared(names):
+        return ClusterFacts(server_version(api), tuple(list_nodes(api, node_selector)), node_selector)
 
 
 def _to_json(facts: ClusterFacts) -> str:

@@ -13,7 +13,7 @@ import httpx
 import kr8s
 import pytest
 
-from gpu_conformance import __version__, catalogue, facts, recovery, runner
+from gpu_conformance import __version__, catalogue, disruption, facts, nodelocks, recovery, runner
 from gpu_conformance import profile as profiles
 from gpu_conformance.catalogue import Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
@@ -23,6 +23,12 @@ from gpu_conformance.summary import Result, outcome_of, write_summary
 from gpu_conformance.workloads import GPU_TOLERATION
 
 NO_GPU_NODES = "no-gpu-nodes"
+# The parameter of a check on chosen nodes when no GPU node qualifies (the check is skipped).
+NO_ELIGIBLE = "no-eligible-node"
+# The parameter of an opt-in per-node check when the operator did not opt in (the check is skipped).
+NOT_OPTED_IN = "not-opted-in"
+NOT_OPTED_IN_REASON = ("opt-in: node reboots run only with --reboot-nodes NAME[,NAME] or --reboot-count N "
+                       "(and recovery.reboot.command in the profile)")
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 
 
@@ -45,6 +51,9 @@ class Session:
     results: list[Result] = field(default_factory=list)
     # What the run found before its first check (reported, never failed): pre-existing damage.
     run_start: dict[str, Any] = field(default_factory=dict)
+    # The reboot opt-in: node names, or a count of nodes to pick.
+    reboot_names: tuple[str, ...] = ()
+    reboot_count: int = 0
 
     @property
     def target(self) -> Target:
@@ -58,6 +67,33 @@ class Session:
         if self._api is None:
             self._api = connect(self.target)
         return self._api
+
+    @property
+    def locks(self) -> nodelocks.NodeLocks:
+        """Which checks may use a node now (shared with this machine's other runs on the cluster)."""
+        return nodelocks.for_server(self.api.auth.server)
+
+    @property
+    def reboot_nodes(self) -> list[str]:
+        """The nodes the operator opted in to reboot: named ones, or the first N that can run a GPU pod."""
+        gpu = self.facts.gpu_nodes
+        if self.reboot_names:
+            known = {n.name for n in gpu}
+            unknown = [n for n in self.reboot_names if n not in known]
+            if unknown:
+                raise GpuConformanceError(f"--reboot-nodes: {', '.join(unknown)} is not a selected GPU node")
+            return list(dict.fromkeys(self.reboot_names))
+        return sorted(n.name for n in gpu if n.gpu_pod_blocker() is None)[: self.reboot_count]
+
+    def plugin_restart_nodes(self) -> list[str]:
+        """The node whose device plugin is restarted: the profile's, else the first that can run a GPU pod."""
+        wanted = self.profile.recovery.plugin_restart.node
+        gpu = self.facts.gpu_nodes
+        if wanted is not None:
+            if wanted not in {n.name for n in gpu}:
+                raise GpuConformanceError(f"profile recovery.plugin_restart.node {wanted!r} is not a selected GPU node")
+            return [wanted]
+        return sorted(n.name for n in gpu if n.gpu_pod_blocker() is None)[:1]
 
     @property
     def facts(self) -> facts.ClusterFacts:
@@ -86,11 +122,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--allow-privileged", action="store_true", default=False,
                     help="also run the checks marked `privileged`, whose pods need elevated capabilities "
                          "(dcgmproftester: SYS_ADMIN); the profile's allow_privileged: true does the same")
+    group.addoption("--reboot-nodes", default="", metavar="NAME[,NAME]",
+                    help="opt in to the disruptive reboot check on these GPU nodes (needs recovery.reboot.command "
+                         "in the profile)")
+    group.addoption("--reboot-count", type=int, default=0, metavar="N",
+                    help="opt in to the disruptive reboot check on the first N Ready GPU nodes, by name")
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "requirement(id): the catalogue requirement a check verifies (exactly one per check)")
+    config.addinivalue_line("markers", "disruptive: the check disrupts a node (it holds the node alone and runs "
+                                       "after every other check)")
+    config.addinivalue_line("markers", "nodes(kind): per-node parameters other than every GPU node: plugin-restart, "
+                                       "reboot, recovered")
     config.addinivalue_line("markers", "privileged: the check runs a pod with elevated capabilities; skipped unless "
                                        "--allow-privileged or the profile's allow_privileged: true")
     try:
@@ -134,8 +179,20 @@ def pytest_configure(config: pytest.Config) -> None:
     tolerations = [dict(GPU_TOLERATION)]
     if profile.taints.key != GPU_TOLERATION["key"]:
         tolerations.append({"key": profile.taints.key, "operator": "Exists"})
+    reboot_names = tuple(n.strip() for n in config.getoption("reboot_nodes").split(",") if n.strip())
+    reboot_count = config.getoption("reboot_count")
+    if reboot_count < 0:
+        raise pytest.UsageError("--reboot-count must be 0 or more")
+    if (reboot_names or reboot_count) and not profile.recovery.reboot.command:
+        raise pytest.UsageError("the reboot opt-in needs recovery.reboot.command in the profile (Kubernetes cannot "
+                                "reboot a node: e.g. \"ssh {node} sudo systemctl reboot\")")
+    if profile.recovery.reboot.command:
+        try:
+            disruption.fill_command(profile.recovery.reboot.command, node="n", kubeconfig="k", python="p")
+        except GpuConformanceError as exc:
+            raise pytest.UsageError(str(exc)) from None
     sess = Session(kubeconfig, config.getoption("context"), profile, node_selector, timeout, images, run_id,
-                   tolerations, cache, _target=target)
+                   tolerations, cache, _target=target, reboot_names=reboot_names, reboot_count=reboot_count)
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
@@ -196,13 +253,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 problems.append(f"{item.nodeid}: requirement id {ids[0]} is already verified by {owner[str(ids[0])]}")
     if problems:
         raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(sorted(set(problems))))
+    # Checks that disrupt a node run after every other check (the sort is stable).
+    items.sort(key=lambda it: it.get_closest_marker("disruptive") is not None)
     for item in items:
         req = requirement_of(item)
         if req is not None:
             # On every report of the item: JUnit properties, and the xdist controller's recorder.
             callspec = getattr(item, "callspec", None)
             node = callspec.params.get("gpu_node_name") if callspec else None
-            node = None if node == NO_GPU_NODES else node
+            node = None if node in (NO_GPU_NODES, NOT_OPTED_IN, NO_ELIGIBLE) else node
             item.user_properties += [("requirement", req.id), ("node", node or "")]
 
 
@@ -211,13 +270,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "gpu_node" not in metafunc.fixturenames:
         return
     sess = session_of(metafunc.config)
+    mark = metafunc.definition.get_closest_marker("nodes")
     try:
         names = [n.name for n in sess.facts.gpu_nodes]
+        if mark is not None and names:
+            names = _chosen_nodes(sess, str(mark.args[0])) or [NOT_OPTED_IN if mark.args[0] == "reboot" else NO_ELIGIBLE]
     except GpuConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
     except kr8s.ServerError as exc:  # e.g. a malformed --gpu-node-selector (HTTP 400)
         raise pytest.UsageError(f"listing nodes failed: {exc}") from None
     metafunc.parametrize("gpu_node_name", names or [NO_GPU_NODES], ids=names or [NO_GPU_NODES], scope="function")
+
+
+def _chosen_nodes(sess: Session, kind: str) -> list[str]:
+    """The nodes a `nodes(kind)` check runs on."""
+    if kind == "plugin-restart":
+        return sess.plugin_restart_nodes()
+    if kind == "reboot":
+        return sess.reboot_nodes
+    if kind == "recovered":
+        return sorted(set(sess.plugin_restart_nodes()) | set(sess.reboot_nodes))
+    raise pytest.UsageError(f"unknown nodes({kind!r}) marker")
 
 
 @pytest.fixture(scope="session")
@@ -272,6 +345,10 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pyt
     """The GPU node this check instance is about; with no GPU nodes at all, the check fails."""
     if gpu_node_name == NO_GPU_NODES:
         request.getfixturevalue("gpu_nodes")  # fails the check with the shared message
+    if gpu_node_name == NOT_OPTED_IN:
+        pytest.skip(NOT_OPTED_IN_REASON)
+    if gpu_node_name == NO_ELIGIBLE:
+        pytest.skip("no selected GPU node is Ready with an allocatable GPU (see GPU-NODE-001, GPU-NODE-002)")
     return cluster_facts.node(gpu_node_name)
 
 
@@ -364,6 +441,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         # Sweep anything this run created that a finalizer did not get to (e.g. after Ctrl-C).
         try:
             runner.delete_run_namespaces(sess.api, sess.run_id)
+            # A reboot check uncordons in its own finally; this catches a worker killed mid-check.
+            for node in disruption.restore_cordons(sess.api, sess.run_id):
+                print(f"[gpu-conformance] uncordoned node {node}, left cordoned by this run")
         except Exception as exc:  # cleanup must not mask the run's outcome
             print(f"[gpu-conformance] warning: cleanup of run {sess.run_id} incomplete: {exc}")
     cache = _facts_cache(sess.run_id)

@@ -108,6 +108,34 @@ class Notebook(_Strict):
     timeout_s: float = Field(default=900.0, gt=0, le=86400, allow_inf_nan=False)
 
 
+class PluginRestart(_Strict):
+    """The device-plugin restart check (on by default: it disturbs no workload but the node's GPU advertising)."""
+
+    enabled: bool = True
+    node: str | None = None  # default: the first Ready GPU node with an allocatable GPU, by name
+    # Each phase (replacement pod Ready, kubelet reporting, allocatable back) may take this long.
+    timeout_s: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
+
+
+class Reboot(_Strict):
+    """The node reboot check: runs only on nodes named with --reboot-nodes or counted with --reboot-count."""
+
+    # Kubernetes cannot reboot a node: the suite runs this command (split like a shell would, no shell),
+    # with {node} and {kubeconfig} filled in, e.g. "ssh {node} sudo systemctl reboot".
+    command: str | None = None
+    drain: bool = True  # cordon and drain before the reboot (the suite uncordons afterwards)
+    command_timeout_s: float = Field(default=120.0, gt=0, le=86400, allow_inf_nan=False)
+    drain_timeout_s: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
+    down_timeout_s: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)  # to NotReady
+    ready_timeout_s: float = Field(default=900.0, gt=0, le=86400, allow_inf_nan=False)  # back to Ready
+    allocatable_timeout_s: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)  # GPUs back
+
+
+class Recovery(_Strict):
+    plugin_restart: PluginRestart = PluginRestart()
+    reboot: Reboot = Reboot()
+
+
 class Timeouts(_Strict):
     workload_s: float = Field(default=DEFAULT_WORKLOAD_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
     scheduling_s: float = Field(default=DEFAULT_SCHEDULING_TIMEOUT_S, gt=0, lt=86400, allow_inf_nan=False)
@@ -124,6 +152,7 @@ class Profile(_Strict):
     versions: Versions = Versions()
     metrics: Metrics = Metrics()
     notebook: Notebook = Notebook()
+    recovery: Recovery = Recovery()
     # Run the checks marked `privileged` (their pods need elevated capabilities, e.g. SYS_ADMIN).
     allow_privileged: bool = False
     timeouts: Timeouts = Timeouts()

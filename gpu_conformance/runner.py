@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import secrets
 import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -13,10 +14,12 @@ import httpx
 import kr8s
 from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
 
+from gpu_conformance import nodelocks
 from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, wait_for
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
 
+NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 # Transient API trouble while polling counts as "not yet", not as an answer.
 TRANSIENT = (kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)
 # A scheduler refusal is a verdict only once it has stood this long: nodes flap (a late heartbeat
@@ -247,6 +250,25 @@ def run_pods(
     With `bound_is_final`, a pod the scheduler has placed on a node has settled too. `watch` sees every
     observation of the pods' states (by key) while they run: to measure something during the run.
     """
+    # No recovery check may disrupt a node while these pods run there (node names only: a key like
+    # "(any selected GPU node)" names no single node).
+    nodes = [node for node, _ in pods.values() if NODE_NAME.fullmatch(node)]
+    with nodelocks.for_server(api.auth.server).shared(nodes):
+        return _run_pods(api, pods, namespace=namespace, what=what, timeout=timeout,
+                         unschedulable_is_final=unschedulable_is_final, bound_is_final=bound_is_final, watch=watch)
+
+
+def _run_pods(
+    api: kr8s.Api,
+    pods: Mapping[K, tuple[str, Mapping[str, Any]]],
+    *,
+    namespace: str,
+    what: str,
+    timeout: float,
+    unschedulable_is_final: bool | Callable[[K, str], bool],
+    bound_is_final: bool,
+    watch: Callable[[Mapping[K, PodState]], None] | None,
+) -> dict[K, PodOutcome]:
     started = time.monotonic()
     for _, manifest in pods.values():
         Pod(dict(manifest), api=api).create()

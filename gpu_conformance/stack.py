@@ -172,13 +172,18 @@ def expected_flavour(facts: StackFacts, wanted: str) -> tuple[Flavour | None, st
     return None, f"no GPU-stack DaemonSet has pods on the selected GPU nodes (looked for {looked})"
 
 
-def restarted_since(before: StackFacts, now: Sequence[ComponentPod]) -> list[str]:
-    """What restarted between two looks: restart counts that grew, pods replaced by new ones."""
+def restarted_since(before: StackFacts, now: Sequence[ComponentPod],
+                    deleted_on_purpose: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """What restarted between two looks: restart counts that grew, pods replaced by new ones (except
+    replacements of pods (namespace, name) the suite deleted on purpose)."""
     earlier = {(p.daemonset, p.node): p for p in before.pods}
+    excused = set(deleted_on_purpose)
     out = []
     for pod in now:
         old = earlier.get((pod.daemonset, pod.node))
         if old is None:
+            continue
+        if old.pod != pod.pod and (old.daemonset.split("/")[0], old.pod) in excused:
             continue
         if old.pod != pod.pod:
             out.append(f"{pod.daemonset}: pod {old.pod} was replaced by {pod.pod}")

@@ -2,7 +2,8 @@
 dcgm-exporter (or GKE device-plugin) metrics derived from the scenario and the pods running there;
 and the notebook's Jupyter server (its unauthenticated /api), where the scenario says it answers.
 
-`sim up` runs it as a process (`python -m gpu_conformance.sim.exporter`). It keeps, for every
+`sim up` runs it as a process (`python -m gpu_conformance.sim.exporter`); its loop also drives the
+node agent (gpu_conformance.sim.nodeagent: device-plugin restarts and reboots). It keeps, for every
 exporter pod kwok plays, a kwok PortForward that sends the pod's metrics port to its node's endpoint,
 so the suite reaches it through the API server exactly as it reaches a real exporter pod. GPUs held
 by a Running pod carry that pod's `pod`/`namespace`/`container` labels (legacy names where the
@@ -29,6 +30,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
 from gpu_conformance.runner import create_object
 from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL
+from gpu_conformance.sim.nodeagent import NodeAgent
 from gpu_conformance.sim.outputs import gpu_uuid, marketing_name
 from gpu_conformance.sim.scenario import NodeSpec, Scenario
 from gpu_conformance.workloads import WORKLOAD_LABEL
@@ -269,7 +271,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jupyter-port", required=True, type=int, help="where the simulated Jupyter listens")
     args = parser.parse_args(argv)
     scenarios = [Scenario.model_validate(s) for s in json.loads(args.scenarios.read_text())]
-    exporters = Exporters(kr8s.api(kubeconfig=args.kubeconfig), serving_nodes(scenarios), args.jupyter_port)
+    api = kr8s.api(kubeconfig=args.kubeconfig)
+    exporters = Exporters(api, serving_nodes(scenarios), args.jupyter_port)
+    agent = NodeAgent(api, scenarios)
     ports = exporters.start()
     args.ready_file.write_text(json.dumps(ports))
     stop = threading.Event()
@@ -279,6 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             exporters.reconcile()
         except Exception as exc:  # noqa: BLE001 - a long-running helper: log and go on
             print(f"exporter: reconcile failed, retrying: {type(exc).__name__}: {exc}", flush=True)
+        try:
+            agent.tick()
+        except Exception as exc:  # noqa: BLE001 - as above
+            print(f"exporter: node agent failed, retrying: {type(exc).__name__}: {exc}", flush=True)
         stop.wait(RECONCILE_INTERVAL_S)
     return 0
 

@@ -66,7 +66,7 @@ def run_scenario(kubeconfig: Path, sc: Scenario, work: Path, extra: Sequence[str
     profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
     report_dir = work / "reports"
     cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}", f"--report-dir={report_dir}",
-           f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", *extra]
+           f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", *sc.suite_args, *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     path = report_dir / "summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}

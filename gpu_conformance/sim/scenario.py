@@ -67,6 +67,22 @@ class NodeMetrics(_Strict):
     profiling: bool = True  # DCGM profiling fields (DCGM_FI_PROF_*) move; False: they stay 0
 
 
+class NodeRecovery(_Strict):
+    """How the node's kubelet (played by the simulator's node agent) recovers from a device-plugin restart and a reboot."""
+
+    # After the node's device-plugin pod is deleted: allocatable nvidia.com/gpu drops to 0 at once and comes back
+    # this many seconds after the replacement device-plugin pod is Running (None: never comes back).
+    plugin_reregister_s: float | None = Field(default=2.0, ge=0, le=3600)
+    # A reboot (requested by `gpu-conformance sim reboot NODE`): at once NotReady with allocatable nvidia.com/gpu 0;
+    # Ready again after reboot_down_s (never when comes_back is False); allocatable back reboot_allocatable_s after Ready (None: never).
+    reboot_down_s: float = Field(default=3.0, ge=0, le=3600)
+    comes_back: bool = True
+    reboot_allocatable_s: float | None = Field(default=3.0, ge=0, le=3600)
+    # Bare GPU pods created on the node the moment it is Ready again (before allocatable returns); they fail
+    # admission (UnexpectedAdmissionError), as pods do that start before the device plugin re-registers.
+    strands_after_reboot: int = Field(default=0, ge=0, le=50)
+
+
 class NodeSpec(_Strict):
     """One node, or `replicas` identical nodes named `<name>-1..N`."""
 
@@ -95,6 +111,8 @@ class NodeSpec(_Strict):
     metrics: NodeMetrics = NodeMetrics()
     # Bare pods already on the node that failed their GPU allocation (UnexpectedAdmissionError).
     stranded_pods: int = Field(default=0, ge=0, le=50)
+    # Device-plugin restarts and reboots (the simulator's node agent plays them).
+    recovery: NodeRecovery = NodeRecovery()
     labels: dict[str, str] = {}
     taints: list[Taint] = []
     cpu: str = "64"
@@ -151,6 +169,8 @@ class Scenario(_Strict):
     stack: Stack = Stack()
     # The profile the suite runs with against this scenario (the detection matrix uses it).
     profile: Profile = Profile()
+    # Command-line options the suite runs with against this scenario: opt-ins such as --reboot-nodes.
+    suite_args: list[str] = []
     # Exactly the check results this scenario must make fail: "REQ-ID@node", or "REQ-ID" for
     # checks that are not per node. Every other result must pass or be skipped.
     expect_failures: list[str] = []

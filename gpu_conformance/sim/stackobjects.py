@@ -199,11 +199,12 @@ def stranded_namespace(sc: Scenario) -> dict[str, Any]:
             "metadata": {"name": f"sim-stranded-{sc.name}"[:63].rstrip("-"), "labels": {SCENARIO_LABEL: sc.name}}}
 
 
-def stranded_pod(sc: Scenario, node: str, index: int) -> dict[str, Any]:
-    """A bare GPU pod bound to the node that kwok fails with UnexpectedAdmissionError."""
+def stranded_pod(sc: Scenario, node: str, index: int, tag: str = "") -> dict[str, Any]:
+    """A bare GPU pod bound to the node that kwok fails with UnexpectedAdmissionError (`tag`: part of its name)."""
+    name = f"trainer-{node}-{tag}-{index}" if tag else f"trainer-{node}-{index}"
     return {
         "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": f"trainer-{node}-{index}"[:253], "namespace": stranded_namespace(sc)["metadata"]["name"],
+        "metadata": {"name": name[:253], "namespace": stranded_namespace(sc)["metadata"]["name"],
                      "labels": {STRANDED_LABEL: "true", SCENARIO_LABEL: sc.name}},
         "spec": {"nodeName": node, "restartPolicy": "Never", "tolerations": [{"operator": "Exists"}],
                  "containers": [{"name": "trainer", "image": "nvcr.io/nvidia/pytorch:25.02-py3",

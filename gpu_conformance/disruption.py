@@ -1,0 +1,315 @@
+"""Disrupting a GPU node on purpose and timing its recovery, phase by phase: the device plugin's pod
+deleted, or the node rebooted by an operator-supplied command (Kubernetes has no reboot API).
+
+Each disruption returns a Timeline: every phase with its duration and what was observed, the first
+one that stalled (ran out of time, or failed) ending it. Whatever happens, a node the suite cordoned
+is uncordoned before the function returns, on an interrupt too; the cordon is also marked with the
+run id on the node, so `gpu-conformance cleanup` can undo one a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kr8s
+from kr8s.objects import Node, Pod
+
+from gpu_conformance.errors import GpuConformanceError
+from gpu_conformance.progress import say
+from gpu_conformance.runner import TRANSIENT
+from gpu_conformance.waiting import WaitTimeout, wait_for
+
+GPU_RESOURCE = "nvidia.com/gpu"
+# On a node the suite cordoned: the run that did it (nothing else ever uncordons a node).
+CORDONED_BY_ANNOTATION = "gpu-conformance.io/cordoned-by-run"
+TEMPLATE_FIELDS = ("node", "kubeconfig", "python")
+
+
+class PhaseFailed(Exception):
+    """A phase ended without its outcome (the message is what was observed)."""
+
+
+class RebootCommandError(GpuConformanceError):
+    """The reboot command itself failed: nothing is known about the node's recovery (an error, not a verdict)."""
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One timed step of a disruption and its recovery."""
+
+    name: str
+    seconds: float
+    ok: bool
+    observed: str
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The phases of one disruption on one node, in order."""
+
+    node: str
+    what: str
+    phases: tuple[Phase, ...]
+
+    @property
+    def stalled(self) -> Phase | None:
+        return next((p for p in self.phases if not p.ok), None)
+
+    def describe(self) -> str:
+        return "; ".join(f"{p.name} {p.seconds:.1f}s" + ("" if p.ok else " (STALLED)") for p in self.phases)
+
+    def seconds_until(self, name: str) -> float | None:
+        """Seconds from the start to the end of phase `name`, if it completed."""
+        total = 0.0
+        for p in self.phases:
+            total += p.seconds
+            if p.name == name:
+                return total if p.ok else None
+        return None
+
+
+@dataclass
+class Phases:
+    """Runs named phases in order, timing each; after a stall the remaining ones are not run
+    (except those run with `always`: putting things back)."""
+
+    node: str
+    what: str
+    done: list[Phase] = field(default_factory=list)
+
+    def run(self, name: str, action: Callable[[], str], always: bool = False) -> bool:
+        if not always and any(not p.ok for p in self.done):
+            return False
+        say(f"{self.what} on {self.node}: {name} ...")
+        start = time.monotonic()
+        try:
+            observed, ok = action(), True
+        except (WaitTimeout, PhaseFailed) as exc:
+            observed, ok = str(exc), False
+        seconds = time.monotonic() - start
+        self.done.append(Phase(name, seconds, ok, observed))
+        say(f"{self.what} on {self.node}: {name} {'done' if ok else 'STALLED'} after {seconds:.1f}s")
+        return ok
+
+    def timeline(self) -> Timeline:
+        return Timeline(self.node, self.what, tuple(self.done))
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """What a recovery watches on a node."""
+
+    ready: bool
+    allocatable: int | None  # nvidia.com/gpu; None when not advertised
+    heartbeat: str | None  # the Ready condition's lastHeartbeatTime: changes each time the kubelet reports
+    boot_id: str
+    unschedulable: bool
+
+    def describe(self) -> str:
+        return (f"Ready={self.ready}, allocatable {GPU_RESOURCE}={self.allocatable}, "
+                f"unschedulable={self.unschedulable}, bootID={self.boot_id or '?'}")
+
+
+def node_status(raw: Mapping[str, Any]) -> NodeStatus:
+    """The recovery-relevant status of a node object (as a dict)."""
+    status = raw.get("status") or {}
+    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    alloc = (status.get("allocatable") or {}).get(GPU_RESOURCE)
+    return NodeStatus(
+        ready=ready.get("status") == "True",
+        allocatable=int(str(alloc)) if alloc is not None else None,
+        heartbeat=ready.get("lastHeartbeatTime"),
+        boot_id=str((status.get("nodeInfo") or {}).get("bootID") or ""),
+        unschedulable=bool((raw.get("spec") or {}).get("unschedulable")),
+    )
+
+
+def read_node(api: kr8s.Api, name: str) -> NodeStatus:
+    return node_status(Node.get(name, api=api).raw)
+
+
+def _wait_node(api: kr8s.Api, node: str, done: Callable[[NodeStatus], bool], what: str, timeout: float) -> NodeStatus:
+    return wait_for(lambda: read_node(api, node), done, what=what, timeout=timeout,
+                    describe=lambda s: s.describe(), tolerate=(kr8s.NotFoundError, *TRANSIENT), max_interval=1.0)
+
+
+def _allocatable_back(api: kr8s.Api, node: str, expected: int, timeout: float) -> str:
+    st = _wait_node(api, node, lambda s: s.allocatable == expected,
+                    f"allocatable {GPU_RESOURCE} on {node} back to {expected}", timeout)
+    return st.describe()
+
+
+def restart_device_plugin(api: kr8s.Api, node: str, pod: tuple[str, str], selector: Mapping[str, str], expected: int,
+                          timeout: float, run_vector_add: Callable[[], str]) -> Timeline:
+    """Delete the device-plugin pod `pod` (namespace, name) on `node`; wait for its DaemonSet (pods
+    matching `selector`) to replace it, for the kubelet to report again and for allocatable GPUs to
+    return to `expected`; then run a vector-add there."""
+    phases = Phases(node, "device-plugin restart")
+    namespace, name = pod
+    before = read_node(api, node)
+    old = Pod.get(name, namespace=namespace, api=api)
+    old_uid = str(old.metadata.uid)
+    label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+
+    def delete() -> str:
+        old.delete()
+        return f"deleted pod {namespace}/{name} (uid {old_uid})"
+
+    def replacement() -> str:
+        def look() -> list[Mapping[str, Any]]:
+            return [p.raw for p in api.get("pods", namespace=namespace, label_selector=label_selector,
+                                            field_selector=f"spec.nodeName={node}")]
+
+        def ready(pods: list[Mapping[str, Any]]) -> bool:
+            return any(p["metadata"]["uid"] != old_uid and _pod_ready(p) for p in pods)
+
+        pods = wait_for(look, ready, what=f"a new Ready device-plugin pod on {node}", timeout=timeout,
+                        describe=lambda ps: ", ".join(f"{p['metadata']['name']} {_pod_phase(p)}" for p in ps) or "no pod",
+                        tolerate=TRANSIENT, max_interval=1.0)
+        new = next(p for p in pods if p["metadata"]["uid"] != old_uid and _pod_ready(p))
+        return f"pod {namespace}/{new['metadata']['name']} Ready"
+
+    def reported() -> str:
+        # The status read before the deletion may still be the kubelet's last word; wait for a newer one.
+        st = _wait_node(api, node, lambda s: s.heartbeat != before.heartbeat,
+                        f"the kubelet on {node} to report its status after the restart", timeout)
+        return st.describe()
+
+    phases.run("delete the device-plugin pod", delete)
+    phases.run("replacement pod Ready", replacement)
+    phases.run("kubelet reports again", reported)
+    phases.run(f"allocatable {GPU_RESOURCE} back to {expected}", lambda: _allocatable_back(api, node, expected, timeout))
+    phases.run("vector-add on the node", run_vector_add)
+    return phases.timeline()
+
+
+@dataclass(frozen=True)
+class RebootPlan:
+    """How to reboot a node and how long each phase may take."""
+
+    command: tuple[str, ...]  # argv, already filled in for the node
+    drain: bool
+    command_timeout_s: float
+    drain_timeout_s: float
+    down_timeout_s: float
+    ready_timeout_s: float
+    allocatable_timeout_s: float
+
+
+def fill_command(template: str, **values: str) -> tuple[str, ...]:
+    """Split a command template like a shell would (no shell runs it) and fill {node}, {kubeconfig},
+    {python} (the interpreter running the suite, for commands that are Python programs)."""
+    try:
+        return tuple(part.format(**values) for part in shlex.split(template))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise GpuConformanceError(f"reboot command template {template!r}: {exc}; fields: "
+                                  + ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)) from None
+
+
+def reboot(api: kr8s.Api, node: str, plan: RebootPlan, expected: int, run_id: str,
+           run_vector_add: Callable[[], str]) -> Timeline:
+    """Cordon and drain (if planned), run the reboot command, watch the node go down and come back
+    Ready, wait for its GPUs, uncordon, run a vector-add. The node is uncordoned on any exit."""
+    phases = Phases(node, "reboot")
+    before = read_node(api, node)
+    cordoned = False
+    try:
+        if plan.drain and not before.unschedulable:
+            cordoned = True  # from here on, whatever happens, the finally uncordons
+            phases.run("cordon", lambda: cordon(api, node, run_id))
+            phases.run("drain", lambda: drain(api, node, plan.drain_timeout_s))
+        phases.run("reboot command", lambda: _run_command(plan.command, plan.command_timeout_s))
+        phases.run("node goes down", lambda: _wait_node(
+            api, node, lambda s: not s.ready or (bool(before.boot_id) and s.boot_id != before.boot_id),
+            f"{node} to go down (NotReady, or a new boot id)", plan.down_timeout_s).describe())
+        phases.run("node Ready again", lambda: _wait_node(
+            api, node, lambda s: s.ready, f"{node} to be Ready again", plan.ready_timeout_s).describe())
+        phases.run(f"allocatable {GPU_RESOURCE} back to {expected}",
+                   lambda: _allocatable_back(api, node, expected, plan.allocatable_timeout_s))
+        if cordoned and phases.timeline().stalled is None:  # a pod can run there only once it is schedulable
+            cordoned = False
+            phases.run("uncordon", lambda: uncordon(api, node, run_id))
+        phases.run("vector-add on the node", run_vector_add)
+    finally:
+        if cordoned:
+            phases.run("uncordon", lambda: uncordon(api, node, run_id), always=True)
+    return phases.timeline()
+
+
+def _run_command(argv: Sequence[str], timeout: float) -> str:
+    """Run the reboot command; its failure is the suite's problem (RebootCommandError), not the node's."""
+    try:
+        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise RebootCommandError(f"reboot command {argv[0]!r} not found") from None
+    except subprocess.TimeoutExpired:
+        raise RebootCommandError(f"reboot command {shlex.join(argv)} did not finish within {timeout:.0f}s") from None
+    out = (proc.stdout + proc.stderr).strip()
+    if proc.returncode != 0:
+        raise RebootCommandError(f"reboot command {shlex.join(argv)} exited {proc.returncode}: {out[-300:]}")
+    return f"exit 0{': ' + out[-200:] if out else ''}"
+
+
+def cordon(api: kr8s.Api, node: str, run_id: str) -> str:
+    """Mark the node unschedulable, noting which run did it."""
+    Node.get(node, api=api).patch({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: run_id}},
+                                   "spec": {"unschedulable": True}})
+    return "unschedulable"
+
+
+def uncordon(api: kr8s.Api, node: str, run_id: str | None = None) -> str:
+    """Make the node schedulable again, if the suite (this run, or any with run_id None) cordoned it."""
+    obj = Node.get(node, api=api)
+    mark = (obj.metadata.get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+    if mark is None or (run_id is not None and mark != run_id):
+        return "left as it was (not cordoned by this run)"
+    obj.patch({"metadata": {"annotations": {CORDONED_BY_ANNOTATION: None}}, "spec": {"unschedulable": None}})
+    return "schedulable"
+
+
+def restore_cordons(api: kr8s.Api, run_id: str | None = None) -> list[str]:
+    """Uncordon every node the suite cordoned (in one run, or in any); returns their names."""
+    done = []
+    for node in api.get("nodes"):
+        mark = (node.metadata.get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+        if mark is not None and (run_id is None or mark == run_id):
+            uncordon(api, str(node.name))
+            done.append(str(node.name))
+    return done
+
+
+def drain(api: kr8s.Api, node: str, timeout: float) -> str:
+    """Evict the node's pods that are neither DaemonSet pods, mirror pods nor finished; wait until they are gone."""
+
+    def movable() -> list[Mapping[str, Any]]:
+        pods = [p.raw for p in api.get("pods", namespace=kr8s.ALL, field_selector=f"spec.nodeName={node}")]
+        return [p for p in pods if _pod_phase(p) not in ("Succeeded", "Failed")
+                and not any(o.get("kind") == "DaemonSet" for o in p["metadata"].get("ownerReferences") or [])
+                and "kubernetes.io/config.mirror" not in (p["metadata"].get("annotations") or {})]
+
+    first = movable()
+    for raw in first:
+        try:
+            Pod(dict(raw), api=api).evict()
+        except kr8s.NotFoundError:
+            pass
+        except kr8s.ServerError as exc:  # 429: a PodDisruptionBudget says not now; the wait below retries nothing
+            raise PhaseFailed(f"eviction of {raw['metadata']['namespace']}/{raw['metadata']['name']} refused: {exc}") from None
+    wait_for(movable, lambda ps: not ps, what=f"the evicted pods to leave {node}", timeout=timeout,
+             describe=lambda ps: ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in ps),
+             tolerate=TRANSIENT, max_interval=1.0)
+    return f"evicted {len(first)} pod(s)"
+
+
+def _pod_phase(raw: Mapping[str, Any]) -> str:
+    return str((raw.get("status") or {}).get("phase") or "Pending")
+
+
+def _pod_ready(raw: Mapping[str, Any]) -> bool:
+    conds = (raw.get("status") or {}).get("conditions") or []
+    return _pod_phase(raw) == "Running" and any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
