@@ -69,9 +69,10 @@ def _parser() -> argparse.ArgumentParser:
 
     cli_tools.register(sub)
 
-    clean = sub.add_parser("cleanup", help="delete namespaces left behind by earlier runs (by label)")
+    clean = sub.add_parser("cleanup", help="delete namespaces left behind by earlier runs (by label) and uncordon nodes they left cordoned")
     clean.add_argument("--kubeconfig")
     clean.add_argument("--context")
+    clean.add_argument("--run-id", help="only what this run left (default: every run's leftovers)")
     return p
 
 
@@ -268,10 +269,12 @@ def _reboot(node: str, kubeconfig: Path | None) -> int:
 
 
 def _cleanup(args: argparse.Namespace) -> int:
-    from gpu_conformance import runner
+    from gpu_conformance import disruption, runner
     from gpu_conformance.cluster import connect, resolve_target
 
     api = connect(resolve_target(args.kubeconfig, args.context))
-    names = runner.delete_run_namespaces(api)
+    names = runner.delete_run_namespaces(api, args.run_id)
     print(f"deleted {len(names)} namespace(s) created by gpu-conformance" + (f": {', '.join(names)}" if names else ""))
+    nodes = disruption.restore_cordons(api, args.run_id)
+    print(f"uncordoned {len(nodes)} node(s) a killed run left cordoned" + (f": {', '.join(nodes)}" if nodes else ""))
     return 0

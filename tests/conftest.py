@@ -1,6 +1,6 @@
 """Project tests: one simulated cluster per test session, started by the xdist controller (or the only process).
 
-All bundled scenarios are loaded into the one cluster; each e2e test selects its scenario's
+All bundled scenarios (and the test-only ones in tests/data/scenarios) are loaded into the one cluster; each e2e test selects its scenario's
 nodes with the label sim.gpu-conformance.io/scenario=<name>.
 """
 
@@ -20,6 +20,7 @@ from gpu_conformance.sim.control_plane import SimCluster
 pytest_plugins = ["pytester"]
 
 _ENV = "GPU_CONFORMANCE_TEST_SIM_DIR"
+TEST_SCENARIOS = Path(__file__).parent / "data" / "scenarios"
 _OWNER: list[SimCluster] = []
 
 
@@ -38,6 +39,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     state_dir = Path(tempfile.mkdtemp(prefix="gc-test-sim-"))
     sim = SimCluster(state_dir)
     scenarios = [scenario.load(scenario.resolve(n)) for n in scenario.bundled()]
+    # Test-only scenarios: nodes no detection-matrix run selects (tests that disrupt them on purpose).
+    scenarios += [scenario.load(p) for p in sorted(TEST_SCENARIOS.glob("*.yaml"))]
     sim.up(scenarios)
     _OWNER.append(sim)
     os.environ[_ENV] = str(state_dir)  # inherited by xdist workers, which start after this hook

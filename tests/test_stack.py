@@ -54,3 +54,16 @@ def test_operands_a_node_opts_out_of_are_not_expected_there() -> None:
     assert facts.components("gpu-operator") == ["dcgm-exporter", "driver", "validator"]
     opted_out = {"nvidia.com/gpu.deploy.dcgm-exporter": "false", "nvidia.com/gpu.deploy.operator-validator": "false"}
     assert facts.components("gpu-operator", opted_out) == ["driver"]
+
+
+def test_replacements_of_pods_the_suite_deleted_are_not_restarts() -> None:
+    def pod(name: str, restarts: int = 0) -> stack.ComponentPod:
+        return stack.ComponentPod("nvidia-device-plugin", "device-plugin", "kube-system/nvidia-device-plugin", name,
+                                  "gpu-1", True, restarts, "Running")
+
+    before = StackFacts((), (pod("dp-old"),), ())
+    assert stack.restarted_since(before, [pod("dp-new")]) == [
+        "kube-system/nvidia-device-plugin: pod dp-old was replaced by dp-new"]
+    assert stack.restarted_since(before, [pod("dp-new")], {("kube-system", "dp-old")}) == []
+    # Only the replacement is excused: the same pod restarting still counts.
+    assert stack.restarted_since(before, [pod("dp-old", 2)], {("kube-system", "dp-old")}) != []

@@ -28,6 +28,13 @@ def test_healthy_scenario_passes_every_check_on_every_gpu_node(run_suite, sim_ap
     # Without a profile, profile-dependent checks are skipped with their reason, never passed silently.
     taint = results[("GPU-TAINT-001", "gpu-h100-1")]
     assert taint["status"] == "skipped" and "taints.required" in taint["message"]
+    # The device plugin of the first eligible GPU node was restarted and its recovery timed; the
+    # disruptive reboot check waits for an opt-in.
+    restart = results[("GPU-REC-001", "gpu-a100-1")]
+    assert restart["status"] == "passed" and "phases: delete the device-plugin pod" in restart["evidence"]
+    assert "recovered (pod deleted to vector-add passed) in" in restart["evidence"]
+    (reboot,) = [r for r in summary["results"] if r["id"] == "GPU-REC-002"]
+    assert reboot["status"] == "skipped" and "--reboot-nodes" in reboot["message"] and not reboot["node"]
     # Every report is written.
     assert (report_dir / "report.html").stat().st_size > 10_000
     assert any((report_dir / "allure-results").glob("*-result.json"))
@@ -237,3 +244,67 @@ def test_metrics_refused_by_rbac_are_errors_not_failures(sim_kubeconfig: Path, s
     assert len(results) == 4 and {r["status"] for r in results} == {"error"}, results
     assert all("RBAC: the suite may neither proxy to nor port-forward this pod" in r["message"]
                and "the suite needs get on pods/proxy or create on pods/portforward" in r["message"] for r in results)
+
+
+def _reboot_run(sim_kubeconfig: Path, tmp_path: Path, node: str, run_id: str):
+    import subprocess
+    import sys
+
+    import yaml
+
+    sc = scenario.load(Path(__file__).parent / "data" / "scenarios" / "interrupt-reboot.yaml")
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={sim_kubeconfig}", f"--report-dir={tmp_path}",
+           f"--gpu-node-selector={scenario.SCENARIO_LABEL}=interrupt-reboot", f"--profile={profile}",
+           f"--reboot-nodes={node}", f"--run-id={run_id}", "-k", "after_node_reboot"]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _cordoned_and_down(sim_api: kr8s.Api, node: str) -> bool:
+    raw = next(n for n in sim_api.get("nodes") if n.name == node).raw
+    ready = next(c["status"] for c in raw["status"]["conditions"] if c["type"] == "Ready")
+    return bool(raw["spec"].get("unschedulable")) and ready != "True"
+
+
+def _cordon_state(sim_api: kr8s.Api, node: str) -> tuple[bool, str | None]:
+    raw = next(n for n in sim_api.get("nodes") if n.name == node).raw
+    return bool(raw["spec"].get("unschedulable")), (raw["metadata"].get("annotations") or {}).get(
+        "gpu-conformance.io/cordoned-by-run")
+
+
+def test_a_run_interrupted_during_a_reboot_leaves_the_node_uncordoned(
+        sim_kubeconfig: Path, sim_api: kr8s.Api, tmp_path: Path) -> None:
+    import signal
+
+    proc = _reboot_run(sim_kubeconfig, tmp_path, "ir-gpu-1", "e2eintr")
+    try:
+        # Interrupt while the node is cordoned and down (its simulated reboot takes a minute).
+        wait_for(lambda: _cordoned_and_down(sim_api, "ir-gpu-1"), bool, what="ir-gpu-1 cordoned and rebooting", timeout=90)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 3, out
+    assert _cordon_state(sim_api, "ir-gpu-1") == (False, None), out
+
+
+def test_cleanup_uncordons_a_node_a_killed_run_left_cordoned(
+        sim_kubeconfig: Path, sim_api: kr8s.Api, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = _reboot_run(sim_kubeconfig, tmp_path, "ir-gpu-2", "e2ekill")
+    try:
+        wait_for(lambda: _cordoned_and_down(sim_api, "ir-gpu-2"), bool, what="ir-gpu-2 cordoned and rebooting", timeout=90)
+        proc.send_signal(signal.SIGKILL)  # no finally runs: the cordon stays, marked with the run id
+        proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert _cordon_state(sim_api, "ir-gpu-2") == (True, "e2ekill")
+    done = subprocess.run([sys.executable, "-m", "gpu_conformance", "cleanup", f"--kubeconfig={sim_kubeconfig}",
+                           "--run-id=e2ekill"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "ir-gpu-2" in done.stdout, done.stdout + done.stderr
+    assert _cordon_state(sim_api, "ir-gpu-2") == (False, None)
