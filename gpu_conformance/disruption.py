@@ -21,7 +21,7 @@ from kr8s.objects import Node, Pod
 
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.progress import say
-from gpu_conformance.runner import TRANSIENT
+from gpu_conformance.runner import TRANSIENT, api_call
 from gpu_conformance.waiting import WaitTimeout, wait_for
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -34,8 +34,12 @@ class PhaseFailed(Exception):
     """A phase ended without its outcome (the message is what was observed)."""
 
 
-class RebootCommandError(GpuConformanceError):
-    """The reboot command itself failed: nothing is known about the node's recovery (an error, not a verdict)."""
+class DisruptionError(GpuConformanceError):
+    """The suite could not disrupt the node or could not watch it (an error, not a verdict)."""
+
+
+class RebootCommandError(DisruptionError):
+    """The reboot command failed and the node did not go down: nothing is known about its recovery."""
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,11 @@ class Phases:
         start = time.monotonic()
         try:
             observed, ok = action(), True
-        except (WaitTimeout, PhaseFailed) as exc:
+        except WaitTimeout as exc:
+            if exc.last is None:  # not one successful read in the whole phase: the suite could not look
+                raise DisruptionError(f"{self.what} on {self.node}: {name}: {exc}") from None
+            observed, ok = str(exc), False
+        except PhaseFailed as exc:
             observed, ok = str(exc), False
         seconds = time.monotonic() - start
         self.done.append(Phase(name, seconds, ok, observed))
@@ -106,7 +114,6 @@ class NodeStatus:
 
     ready: bool
     allocatable: int | None  # nvidia.com/gpu; None when not advertised
-    heartbeat: str | None  # the Ready condition's lastHeartbeatTime: changes each time the kubelet reports
     boot_id: str
     unschedulable: bool
 
@@ -123,7 +130,6 @@ def node_status(raw: Mapping[str, Any]) -> NodeStatus:
     return NodeStatus(
         ready=ready.get("status") == "True",
         allocatable=int(str(alloc)) if alloc is not None else None,
-        heartbeat=ready.get("lastHeartbeatTime"),
         boot_id=str((status.get("nodeInfo") or {}).get("bootID") or ""),
         unschedulable=bool((raw.get("spec") or {}).get("unschedulable")),
     )
@@ -138,20 +144,35 @@ def _wait_node(api: kr8s.Api, node: str, done: Callable[[NodeStatus], bool], wha
                     describe=lambda s: s.describe(), tolerate=(kr8s.NotFoundError, *TRANSIENT), max_interval=1.0)
 
 
-def _allocatable_back(api: kr8s.Api, node: str, expected: int, timeout: float) -> str:
-    st = _wait_node(api, node, lambda s: s.allocatable == expected,
-                    f"allocatable {GPU_RESOURCE} on {node} back to {expected}", timeout)
-    return st.describe()
+def _allocatable_back(api: kr8s.Api, node: str, expected: int, timeout: float, settle: float) -> str:
+    """Wait until allocatable GPUs equal `expected` and have stayed so for `settle` seconds: the kubelet
+    reports a lost device plugin only at its next status update, so a value read right after a
+    disruption may still be the one from before it."""
+    since: list[float] = []
+
+    def look() -> tuple[NodeStatus, float]:
+        st = read_node(api, node)
+        if st.allocatable != expected:
+            since.clear()
+            return st, 0.0
+        if not since:
+            since.append(time.monotonic())
+        return st, time.monotonic() - since[0]
+
+    st, held = wait_for(look, lambda r: r[1] >= settle, what=f"allocatable {GPU_RESOURCE} on {node} back to {expected} "
+                        f"and steady for {settle:.0f}s", timeout=timeout + settle,
+                        describe=lambda r: f"{r[0].describe()} (steady for {r[1]:.1f}s)",
+                        tolerate=(kr8s.NotFoundError, *TRANSIENT), max_interval=1.0)
+    return f"{st.describe()}, steady for {held:.1f}s"
 
 
 def restart_device_plugin(api: kr8s.Api, node: str, pod: tuple[str, str], selector: Mapping[str, str], expected: int,
-                          timeout: float, run_vector_add: Callable[[], str]) -> Timeline:
+                          timeout: float, settle: float, run_vector_add: Callable[[], str]) -> Timeline:
     """Delete the device-plugin pod `pod` (namespace, name) on `node`; wait for its DaemonSet (pods
-    matching `selector`) to replace it, for the kubelet to report again and for allocatable GPUs to
-    return to `expected`; then run a vector-add there."""
+    matching `selector`) to replace it and for allocatable GPUs to return to `expected`; then run a
+    vector-add there."""
     phases = Phases(node, "device-plugin restart")
     namespace, name = pod
-    before = read_node(api, node)
     old = Pod.get(name, namespace=namespace, api=api)
     old_uid = str(old.metadata.uid)
     label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -174,16 +195,11 @@ def restart_device_plugin(api: kr8s.Api, node: str, pod: tuple[str, str], select
         new = next(p for p in pods if p["metadata"]["uid"] != old_uid and _pod_ready(p))
         return f"pod {namespace}/{new['metadata']['name']} Ready"
 
-    def reported() -> str:
-        # The status read before the deletion may still be the kubelet's last word; wait for a newer one.
-        st = _wait_node(api, node, lambda s: s.heartbeat != before.heartbeat,
-                        f"the kubelet on {node} to report its status after the restart", timeout)
-        return st.describe()
-
     phases.run("delete the device-plugin pod", delete)
     phases.run("replacement pod Ready", replacement)
-    phases.run("kubelet reports again", reported)
-    phases.run(f"allocatable {GPU_RESOURCE} back to {expected}", lambda: _allocatable_back(api, node, expected, timeout))
+    # A stale allocatable can pass the next phase; the vector-add after it cannot: the kubelet admits a
+    # GPU pod only with devices a registered plugin reports healthy.
+    phases.run(f"allocatable {GPU_RESOURCE} back to {expected}", lambda: _allocatable_back(api, node, expected, timeout, settle))
     phases.run("vector-add on the node", run_vector_add)
     return phases.timeline()
 
@@ -199,6 +215,7 @@ class RebootPlan:
     down_timeout_s: float
     ready_timeout_s: float
     allocatable_timeout_s: float
+    settle_s: float
 
 
 def fill_command(template: str, **values: str) -> tuple[str, ...]:
@@ -223,21 +240,35 @@ def reboot(api: kr8s.Api, node: str, plan: RebootPlan, expected: int, run_id: st
             cordoned = True  # from here on, whatever happens, the finally uncordons
             phases.run("cordon", lambda: cordon(api, node, run_id))
             phases.run("drain", lambda: drain(api, node, plan.drain_timeout_s))
-        phases.run("reboot command", lambda: _run_command(plan.command, plan.command_timeout_s))
-        phases.run("node goes down", lambda: _wait_node(
+        failed: list[RebootCommandError] = []
+
+        def command() -> str:
+            try:
+                return _run_command(plan.command, plan.command_timeout_s)
+            except RebootCommandError as exc:  # e.g. ssh exits 255 as the connection drops with the node
+                failed.append(exc)
+                return f"{exc} (the node may still be going down: watching it)"
+
+        phases.run("reboot command", command)
+        went_down = phases.run("node goes down", lambda: _wait_node(
             api, node, lambda s: not s.ready or (bool(before.boot_id) and s.boot_id != before.boot_id),
             f"{node} to go down (NotReady, or a new boot id)", plan.down_timeout_s).describe())
+        if failed and not went_down:
+            raise failed[0]
         phases.run("node Ready again", lambda: _wait_node(
             api, node, lambda s: s.ready, f"{node} to be Ready again", plan.ready_timeout_s).describe())
         phases.run(f"allocatable {GPU_RESOURCE} back to {expected}",
-                   lambda: _allocatable_back(api, node, expected, plan.allocatable_timeout_s))
+                   lambda: _allocatable_back(api, node, expected, plan.allocatable_timeout_s, plan.settle_s))
         if cordoned and phases.timeline().stalled is None:  # a pod can run there only once it is schedulable
-            cordoned = False
             phases.run("uncordon", lambda: uncordon(api, node, run_id))
+            cordoned = False
         phases.run("vector-add on the node", run_vector_add)
     finally:
         if cordoned:
-            phases.run("uncordon", lambda: uncordon(api, node, run_id), always=True)
+            try:
+                phases.run("uncordon", lambda: uncordon(api, node, run_id), always=True)
+            except Exception as exc:  # noqa: BLE001 - never hide the original outcome; the session end sweeps again
+                phases.done.append(Phase("uncordon", 0.0, False, f"{type(exc).__name__}: {exc}"))
     return phases.timeline()
 
 
@@ -245,14 +276,15 @@ def _run_command(argv: Sequence[str], timeout: float) -> str:
     """Run the reboot command; its failure is the suite's problem (RebootCommandError), not the node's."""
     try:
         proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout, check=False)
+    # Messages name the program only: the rest of the command line may carry credentials.
     except FileNotFoundError:
         raise RebootCommandError(f"reboot command {argv[0]!r} not found") from None
     except subprocess.TimeoutExpired:
-        raise RebootCommandError(f"reboot command {shlex.join(argv)} did not finish within {timeout:.0f}s") from None
-    out = (proc.stdout + proc.stderr).strip()
+        raise RebootCommandError(f"reboot command {argv[0]!r} did not finish within {timeout:.0f}s") from None
+    out = " ".join((proc.stdout + proc.stderr).split())
     if proc.returncode != 0:
-        raise RebootCommandError(f"reboot command {shlex.join(argv)} exited {proc.returncode}: {out[-300:]}")
-    return f"exit 0{': ' + out[-200:] if out else ''}"
+        raise RebootCommandError(f"reboot command {argv[0]!r} exited {proc.returncode}: {out[-200:]}")
+    return "exit 0"
 
 
 def cordon(api: kr8s.Api, node: str, run_id: str) -> str:
@@ -294,15 +326,17 @@ def drain(api: kr8s.Api, node: str, timeout: float) -> str:
 
     first = movable()
     for raw in first:
-        try:
-            Pod(dict(raw), api=api).evict()
-        except kr8s.NotFoundError:
-            pass
-        except kr8s.ServerError as exc:  # 429: a PodDisruptionBudget says not now; the wait below retries nothing
-            raise PhaseFailed(f"eviction of {raw['metadata']['namespace']}/{raw['metadata']['name']} refused: {exc}") from None
-    wait_for(movable, lambda ps: not ps, what=f"the evicted pods to leave {node}", timeout=timeout,
-             describe=lambda ps: ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in ps),
-             tolerate=TRANSIENT, max_interval=1.0)
+        ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
+        status, text = api_call(api, "POST", ns, f"pods/{name}/eviction", timeout=30, body=body)
+        if status not in (200, 201, 404):  # 429: a PodDisruptionBudget says not now; 403: RBAC
+            raise DisruptionError(f"drain of {node}: eviction of {ns}/{name} refused: HTTP {status} {text[:200]}")
+    try:
+        wait_for(movable, lambda ps: not ps, what=f"the evicted pods to leave {node}", timeout=timeout,
+                 describe=lambda ps: ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in ps),
+                 tolerate=TRANSIENT, max_interval=1.0)
+    except WaitTimeout as exc:  # the node was never emptied: the reboot was not tried, nothing is known
+        raise DisruptionError(f"drain of {node}: {exc}") from None
     return f"evicted {len(first)} pod(s)"
 
 

@@ -37,8 +37,13 @@ class LockOrderError(RuntimeError):
 def cluster_dir(server: str) -> Path:
     """This machine's lock directory for the cluster at `server`."""
     key = hashlib.sha256(server.encode()).hexdigest()[:16]
-    path = Path(tempfile.gettempdir()) / "gpu-conformance" / "clusters" / key
-    path.mkdir(parents=True, exist_ok=True)
+    # Per user, private: another user's directory in the shared temp dir can neither block nor steer these.
+    base = Path(tempfile.gettempdir()) / f"gpu-conformance-locks-{os.getuid()}"
+    base.mkdir(mode=0o700, exist_ok=True)
+    if base.is_symlink() or base.stat().st_uid != os.getuid():
+        raise RuntimeError(f"{base} is not this user's own directory")
+    path = base / key
+    path.mkdir(exist_ok=True)
     return path
 
 

@@ -113,7 +113,7 @@ class PluginRestart(_Strict):
 
     enabled: bool = True
     node: str | None = None  # default: the first Ready GPU node with an allocatable GPU, by name
-    # Each phase (replacement pod Ready, kubelet reporting, allocatable back) may take this long.
+    # Each phase (replacement pod Ready, allocatable back) may take this long.
     timeout_s: float = Field(default=300.0, gt=0, le=86400, allow_inf_nan=False)
 
 
@@ -134,6 +134,9 @@ class Reboot(_Strict):
 class Recovery(_Strict):
     plugin_restart: PluginRestart = PluginRestart()
     reboot: Reboot = Reboot()
+    # Allocatable GPUs count as back only once steady this long: the kubelet reports a lost device
+    # plugin at its next status update (every 10 s by default), so an earlier read may predate the loss.
+    settle_s: float = Field(default=15.0, ge=0, le=3600, allow_inf_nan=False)
 
 
 class Timeouts(_Strict):

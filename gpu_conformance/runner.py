@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 
 import httpx
 import kr8s
+from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
 from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
 
 from gpu_conformance import nodelocks
@@ -54,6 +55,20 @@ def create_object(api: kr8s.Api, manifest: Mapping[str, Any], exist_ok: bool = F
         if not (exist_ok and exc.response is not None and exc.response.status_code == 409):
             raise
     return obj
+
+
+def api_call(api: kr8s.Api, method: str, namespace: str | None, url: str, timeout: float,
+             body: Mapping[str, Any] | None = None) -> tuple[int, str]:
+    """One core-API request on kr8s's own session (its call_api is async-only, even on the sync Api):
+    (status code, body text); HTTP errors are returned, not raised."""
+
+    async def call() -> tuple[int, str]:
+        extra = {"json": dict(body)} if body is not None else {}
+        async with api.call_api(method, version="v1", base="/api", namespace=namespace, url=url,
+                                raise_for_status=False, timeout=timeout, **extra) as resp:
+            return resp.status_code, resp.text
+
+    return as_sync_func(call)()
 
 
 def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:

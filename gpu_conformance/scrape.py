@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 import kr8s
-from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
 from kr8s.objects import Pod
 
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
+from gpu_conformance.runner import api_call
 
 # What marks a dcgm-exporter Service or pod (GPU Operator, Helm chart), and GKE's device plugin.
 DCGM_NAMES = ("dcgm-exporter",)
@@ -207,14 +207,8 @@ def portforward_forbidden(api: kr8s.Api, namespace: str, pod: str) -> bool:
 
 
 def proxy_get(api: kr8s.Api, namespace: str, url: str, timeout: float = SCRAPE_TIMEOUT_S) -> tuple[int, str]:
-    """GET through the API server on kr8s's own session (its call_api is async-only, even on the sync Api)."""
-
-    async def get() -> tuple[int, str]:
-        async with api.call_api("GET", version="v1", base="/api", namespace=namespace, url=url,
-                                raise_for_status=False, timeout=timeout) as resp:
-            return resp.status_code, resp.text
-
-    return as_sync_func(get)()
+    """GET through the API server (pod or service proxy, or a subresource probe)."""
+    return api_call(api, "GET", namespace, url, timeout)
 
 
 def short(text: str) -> str:

@@ -184,6 +184,9 @@ def restarted_since(before: StackFacts, now: Sequence[ComponentPod],
         if old is None:
             continue
         if old.pod != pod.pod and (old.daemonset.split("/")[0], old.pod) in excused:
+            if pod.restarts > 0:  # the replacement itself must hold
+                out.append(f"{pod.daemonset} pod {pod.pod} (replacing {old.pod}, which the suite deleted): "
+                           f"{pod.restarts} restart(s)")
             continue
         if old.pod != pod.pod:
             out.append(f"{pod.daemonset}: pod {old.pod} was replaced by {pod.pod}")

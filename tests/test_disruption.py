@@ -19,7 +19,7 @@ def test_phases_stop_at_the_first_stall_but_always_restore() -> None:
     assert phases.run("cordon", lambda: "unschedulable")
 
     def stall() -> str:
-        raise WaitTimeout("n1 to be Ready again", 8, None, "Ready=False", [], None)
+        raise WaitTimeout("n1 to be Ready again", 8, "st", "Ready=False", [], None)
 
     assert not phases.run("node Ready again", stall)
     assert not phases.run("vector-add", lambda: "never runs")
@@ -42,6 +42,14 @@ def test_a_failed_phase_is_a_stall_and_other_exceptions_propagate() -> None:
         Phases("n1", "x").run("boom", lambda: {}["missing"])
 
 
+def test_a_phase_that_never_read_the_node_is_an_error_not_a_stall() -> None:
+    def blind() -> str:
+        raise WaitTimeout("n1 to be Ready again", 8, None, "nothing (no successful observation)", [], None)
+
+    with pytest.raises(disruption.DisruptionError, match="node Ready again"):
+        Phases("n1", "reboot").run("node Ready again", blind)
+
+
 def test_seconds_until_a_phase() -> None:
     t = Timeline("n", "x", (Phase("a", 1.0, True, ""), Phase("b", 2.5, True, ""), Phase("c", 4.0, False, "")))
     assert t.seconds_until("b") == 3.5 and t.seconds_until("c") is None and t.seconds_until("zz") is None
@@ -49,11 +57,10 @@ def test_seconds_until_a_phase() -> None:
 
 def test_node_status_reads_readiness_gpus_heartbeat_boot_id_and_cordon() -> None:
     raw = {"spec": {"unschedulable": True},
-           "status": {"conditions": [{"type": "Ready", "status": "False", "lastHeartbeatTime": "2026-11-23T05:00:00Z"}],
+           "status": {"conditions": [{"type": "Ready", "status": "False"}],
                       "allocatable": {"nvidia.com/gpu": "8"}, "nodeInfo": {"bootID": "b-1"}}}
     st = disruption.node_status(raw)
-    assert (st.ready, st.allocatable, st.heartbeat, st.boot_id, st.unschedulable) == (
-        False, 8, "2026-11-23T05:00:00Z", "b-1", True)
+    assert (st.ready, st.allocatable, st.boot_id, st.unschedulable) == (False, 8, "b-1", True)
     assert disruption.node_status({}).allocatable is None and not disruption.node_status({}).ready
 
 
@@ -67,8 +74,9 @@ def test_reboot_command_templates() -> None:
 
 
 def test_a_failing_reboot_command_is_the_suites_error_not_a_stall() -> None:
-    with pytest.raises(disruption.RebootCommandError, match="exited 3"):
-        disruption._run_command(["sh", "-c", "echo nope; exit 3"], timeout=10)
+    with pytest.raises(disruption.RebootCommandError, match="exited 3: nope") as info:
+        disruption._run_command(["sh", "-c", "echo nope; exit 3", "--token=s3cret"], timeout=10)
+    assert "s3cret" not in str(info.value)  # only the program is named
     with pytest.raises(disruption.RebootCommandError, match="not found"):
         disruption._run_command(["/no/such/reboot-tool"], timeout=10)
 

@@ -72,7 +72,9 @@ def test_tolerating_pod_runs_and_its_log_comes_through_the_api(sim_api: kr8s.Api
 def test_up_again_is_idempotent(sim_cluster: SimCluster) -> None:
     before = sim_cluster.state()
     assert before is not None
-    scenarios = [scenario.load(scenario.resolve(n)) for n in before.scenario_names]
+    test_only = Path(__file__).parent / "data" / "scenarios"  # loaded beside the bundled ones (conftest.py)
+    scenarios = [scenario.load(test_only / f"{n}.yaml" if (test_only / f"{n}.yaml").is_file() else scenario.resolve(n))
+                 for n in before.scenario_names]
     after = sim_cluster.up(scenarios)
     assert after.pids == before.pids and after.ports == before.ports
 

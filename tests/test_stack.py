@@ -65,5 +65,7 @@ def test_replacements_of_pods_the_suite_deleted_are_not_restarts() -> None:
     assert stack.restarted_since(before, [pod("dp-new")]) == [
         "kube-system/nvidia-device-plugin: pod dp-old was replaced by dp-new"]
     assert stack.restarted_since(before, [pod("dp-new")], {("kube-system", "dp-old")}) == []
+    assert stack.restarted_since(before, [pod("dp-new", 3)], {("kube-system", "dp-old")}) == [
+        "kube-system/nvidia-device-plugin pod dp-new (replacing dp-old, which the suite deleted): 3 restart(s)"]
     # Only the replacement is excused: the same pod restarting still counts.
     assert stack.restarted_since(before, [pod("dp-old", 2)], {("kube-system", "dp-old")}) != []
