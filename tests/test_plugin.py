@@ -106,18 +106,20 @@ def test_every_suite_check_declares_exactly_one_known_requirement() -> None:
 
 
 def test_check_without_requirement_in_suites_fails_collection(tmp_path_factory: pytest.TempPathFactory) -> None:
+    import os
     import subprocess
     import sys
     from pathlib import Path
 
-    suites = Path(__file__).parent.parent / "suites"
+    # A suites directory of its own: one written into the checkout's suites/ would be collected by
+    # suite runs that other tests start at the same time.
+    suites = tmp_path_factory.mktemp("checkout") / "suites"
+    suites.mkdir()
     stray = suites / "test_zz_stray_for_collection_test.py"
     stray.write_text("def test_unmarked():\n    pass\n")
-    try:
-        proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(stray)],
-                              capture_output=True, text=True, cwd=suites.parent, timeout=120)
-    finally:
-        stray.unlink()
+    env = {**os.environ, "GPU_CONFORMANCE_SUITES_DIR": str(suites)}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", str(stray)],
+                          capture_output=True, text=True, cwd=suites.parent, timeout=120, env=env)
     assert proc.returncode == pytest.ExitCode.USAGE_ERROR, proc.stdout + proc.stderr
     assert "test_unmarked: declares no requirement id" in proc.stderr
 
