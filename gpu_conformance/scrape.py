@@ -8,9 +8,11 @@ konnectivity, a pod IP it refuses), through a port-forward.
 from __future__ import annotations
 
 import errno
+import random
 import socket
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -187,11 +189,34 @@ def _forwarded_get(pod: Pod, port: int, path: str, timeout: float) -> httpx.Resp
     raise AssertionError("unreachable")
 
 
+# Ports handed out below the kernel's ephemeral range: outgoing connections take their source port from
+# that range, so a port picked there can be taken by any connection before its user binds it.
+_LISTEN_PORTS_FLOOR = 20000
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_local_port() -> int:
-    """A loopback port nothing is bound to now, as the kernel assigns it."""
+    """A loopback port nothing is bound to now, outside the ephemeral range where the kernel allows it."""
+    try:
+        ephemeral_low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 0
+    candidates = range(_LISTEN_PORTS_FLOOR, ephemeral_low) if ephemeral_low > _LISTEN_PORTS_FLOOR + 1000 else range(0)
+    for port in random.sample(candidates, min(50, len(candidates))):
+        if _bindable(port):
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def portforward_forbidden(api: kr8s.Api, namespace: str, pod: str) -> bool:

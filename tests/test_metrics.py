@@ -271,3 +271,14 @@ class _Ok(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args: object) -> None:
         pass
+
+
+def test_free_ports_come_from_below_the_ephemeral_range_and_skip_bound_ones() -> None:
+    """Outgoing loopback connections take source ports from the ephemeral range, so a port handed out
+    there could be taken before its user binds it (a CI failure: the simulator's Jupyter port)."""
+    low = int(scrape._EPHEMERAL_RANGE.read_text().split()[0])
+    picks = {scrape.free_local_port() for _ in range(20)}
+    assert all(scrape._LISTEN_PORTS_FLOOR <= p < low for p in picks), picks
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", min(picks)))
+        assert not scrape._bindable(min(picks))

@@ -8,6 +8,7 @@ import pytest
 from kr8s.objects import Pod
 
 from gpu_conformance import runner
+from gpu_conformance.scrape import free_local_port
 from gpu_conformance.sim import binaries, scenario
 from gpu_conformance.sim.control_plane import SimCluster, process_status
 from gpu_conformance.waiting import wait_for
@@ -92,3 +93,29 @@ def test_down_stops_every_process_and_frees_every_port(tmp_path: Path) -> None:
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open"
     assert not (tmp_path / "sim").exists()
+
+
+def test_a_port_taken_between_picking_and_binding_means_a_fresh_start(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CI failure: the exporter's Jupyter port, free when picked, was bound by something else first."""
+    import socket
+
+    from gpu_conformance.sim import control_plane
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    picks: list[int] = []
+
+    def pick() -> int:
+        picks.append(taken.getsockname()[1] if len(picks) == 6 else free_local_port())  # the 7th: jupyter
+        return picks[-1]
+
+    monkeypatch.setattr(control_plane, "free_local_port", pick)
+    sim = SimCluster(tmp_path / "sim")
+    try:
+        state = sim.up([scenario.Scenario(name="tiny", nodes=[scenario.NodeSpec(name="tiny-gpu", gpus=1)])])
+        assert len(picks) == 14, "one fresh start on seven new ports"
+        assert state.ports["jupyter"] != taken.getsockname()[1] and sim.is_up()
+    finally:
+        sim.down(quiet=True)
+        taken.close()

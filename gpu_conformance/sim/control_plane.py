@@ -171,6 +171,16 @@ def _exit_status(pid: int) -> str:
     return f" (exit status {code})" if code is not None else ""
 
 
+def _api(st: SimState) -> kr8s.Api:
+    """A client for this start of the cluster: kr8s caches clients by their arguments, and a restart on the
+    same state directory keeps the kubeconfig's path but moves the API server to a new port."""
+    return kr8s.api(url=st.server, kubeconfig=str(st.kubeconfig))
+
+
+# Start-ups retried when a port was taken between picking and binding it.
+START_ATTEMPTS = 3
+
+
 def _log_tail(state_dir: Path, name: str, lines: int = 12) -> str:
     path = state_dir / "logs" / f"{name}.log"
     try:
@@ -323,7 +333,7 @@ class SimCluster:
         st = self.state()
         if st is None:
             raise SimError(f"no simulated cluster in {self.state_dir}; run `gpu-conformance sim up`")
-        return kr8s.api(kubeconfig=str(st.kubeconfig))
+        return _api(st)
 
     # -- lifecycle ----------------------------------------------------------------
     def up(self, scenarios: list[Scenario], kubeconfig_out: Path | None = None) -> SimState:
@@ -344,10 +354,22 @@ class SimCluster:
             self.down(quiet=True)
         bins = binaries.ensure()
         started = time.monotonic()
-        st = self._start(bins, scenarios, nodes, digest)
+        st = self._start_retrying_port_collisions(bins, scenarios, nodes, digest)
         _say(f"up in {time.monotonic() - started:.1f}s: {len(nodes)} nodes, API server {st.server}")
         self._export_kubeconfig(st, kubeconfig_out)
         return st
+
+    def _start_retrying_port_collisions(self, bins: binaries.Binaries, scenarios: list[Scenario],
+                                        nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
+        """Start; a process that found its port taken (picked free, bound later) means a fresh start on new ports."""
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._start(bins, scenarios, nodes, digest)
+            except SimError as exc:
+                if attempt == START_ATTEMPTS or "address already in use" not in str(exc).lower():
+                    raise
+                _say(f"a port was taken between picking and binding it; starting again on fresh ports ({attempt}/{START_ATTEMPTS})")
+        raise AssertionError("unreachable")
 
     def _export_kubeconfig(self, st: SimState, out: Path | None) -> None:
         if out is not None:
@@ -384,7 +406,7 @@ class SimCluster:
                 if name == "kwok":
                     self._write_kwok_config(st, nodes, scenarios)
                     # kwok serves PortForward objects only when their CRD exists before it starts.
-                    self._ensure_crd(kr8s.api(kubeconfig=str(st.kubeconfig)), stackobjects.portforward_crd())
+                    self._ensure_crd(_api(st), stackobjects.portforward_crd())
                 if name == "exporter":
                     self._write_scenarios(st, scenarios)
                 argv = self._argv(name, st)
@@ -482,7 +504,7 @@ class SimCluster:
                          stackobjects.crash_keys(scenarios), stackobjects.restart_keys(scenarios), st.ports["jupyter"])
 
     def _create_nodes(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         _say(f"creating {len(nodes)} nodes")
         for name, spec, scenario in nodes:
             manifest = node_manifest(name, spec, scenario)
@@ -493,7 +515,7 @@ class SimCluster:
 
     def _wait_ready(self, st: SimState, nodes: list[tuple[str, NodeSpec, str]]) -> None:
         """Wait until kwok has initialized every node: Ready, or NotReady where the scenario says so."""
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         wanted = {n for n, _, _ in nodes}
         should_be_ready = {n: spec.ready for n, spec, _ in nodes}
 
@@ -519,7 +541,7 @@ class SimCluster:
 
     def _create_stranded(self, st: SimState, scenarios: list[Scenario]) -> None:
         """Bare pods the scenario says failed their GPU allocation on a node (kwok fails them at admission)."""
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         for sc in scenarios:
             pods = [stackobjects.stranded_pod(sc, name, i) for name, spec in sc.expanded() for i in range(spec.stranded_pods)]
             if pods:
@@ -530,7 +552,7 @@ class SimCluster:
         with_stack = [sc for sc in scenarios if sc.stack.flavour != "none"]
         if not with_stack:
             return
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         if any(sc.stack.flavour == "gpu-operator" for sc in with_stack):
             self._ensure_crd(api, stackobjects.crd())
         expected = 0
@@ -577,7 +599,7 @@ class SimCluster:
 
     def _delete_stack(self, st: SimState) -> None:
         """Remove every scenario's stack objects (their pods go with the namespaces)."""
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         for ns in api.get("namespaces", label_selector=SCENARIO_LABEL):
             ns.delete()
         try:
@@ -591,7 +613,7 @@ class SimCluster:
 
     def _apply(self, st: SimState, scenarios: list[Scenario], nodes: list[tuple[str, NodeSpec, str]], digest: str) -> SimState:
         """Switch a running cluster to other scenarios: replace nodes and restart kwok."""
-        api = kr8s.api(kubeconfig=str(st.kubeconfig))
+        api = _api(st)
         for node in list(api.get("nodes", label_selector=SCENARIO_LABEL)):
             node.delete()
         self._delete_stack(st)
@@ -665,7 +687,7 @@ class SimCluster:
         }
         if out["up"]:
             try:
-                nodes = list_nodes(kr8s.api(kubeconfig=str(st.kubeconfig)))
+                nodes = list_nodes(_api(st))
                 out["nodes"] = len(nodes)
                 out["ready_nodes"] = sum(n.ready for n in nodes)
             except (kr8s.ServerError, OSError) as exc:
