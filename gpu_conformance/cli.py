@@ -14,7 +14,9 @@ from pathlib import Path
 from types import FrameType
 
 from gpu_conformance import __version__, cli_tools
+from gpu_conformance.catalogue import GATES
 from gpu_conformance.errors import ConfigError, ExitCode, GpuConformanceError
+from gpu_conformance.summary import AI_FILE, Summary, load_summary, write_json
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 PROJECT_ROOT = SUITES_DIR.parent
@@ -44,6 +46,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--gpu-node-selector", help="label selector limiting which nodes are considered")
     run.add_argument("--workload-timeout", type=_seconds, help="seconds a workload pod may take to finish (default 300)")
     run.add_argument("--image", action="append", default=[], metavar="WORKLOAD=IMAGE", help="override a workload image")
+    run.add_argument("--gate", choices=GATES, default="standard",
+                     help="which checks run: smoke (node facts, stack health, metrics exposure, one vector-add per node "
+                          "group), standard (default), full (adds the notebook and the privileged dcgmproftester check), "
+                          "disruptive (adds the opt-in node reboot; --reboot-nodes or --reboot-count select it)")
+    run.add_argument("--baseline", type=Path, metavar="SUMMARY_JSON",
+                     help="a previous run's summary.json: fail on GPUs or nodes gone, drivers downgraded or drifting "
+                          "within a node group, and checks that passed there and fail now")
+    run.add_argument("--in-cluster", action="store_true",
+                     help="inside a pod: use its service account instead of a kubeconfig (see deploy/incluster/)")
 
     sim = sub.add_parser("sim", help="the simulated GPU cluster (real control plane, kwok nodes)")
     sim.add_argument("--state-dir", type=Path, help="state directory (default: $GPU_CONFORMANCE_SIM_DIR or ~/.local/state/gpu-conformance/sim)")
@@ -94,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         if args.command == "run":
+            args.kubeconfig = cli_tools.incluster_kubeconfig(args.in_cluster, args.kubeconfig)
             return _run(args, extra)
         if args.command == "sim":
             return _sim(args)
@@ -134,6 +146,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     target = resolve_target(args.kubeconfig, args.context)
     if args.profile:
         profiles.load(Path(args.profile))  # a bad profile is a usage error (exit 2) before anything runs
+    previous = _load_baseline(args.baseline) if args.baseline else None
     connect(target)  # fail fast with one line when the cluster is unreachable
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +159,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         str(SUITES_DIR), f"--rootdir={PROJECT_ROOT}", "-c", str(PROJECT_ROOT / "pyproject.toml"),
         f"--kubeconfig={target.kubeconfig}", f"--junitxml={report_dir / 'junit.xml'}",
         f"--html={report_dir / 'report.html'}", "--self-contained-html", f"--alluredir={allure_dir}",
-        f"--summary-json={summary}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio", "--tb=short",
+        f"--summary-json={summary}", f"--gate={args.gate}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio",
+        "--tb=short",
     ]
     if target.context:
         pytest_args.append(f"--context={target.context}")
@@ -160,15 +174,30 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or re.fullmatch(r"-n(\d+|auto|logical)", a) for a in extra) \
             and not any(a.startswith("--dist") for a in extra):
         pytest_args.append("--dist=loadfile")  # per-node workload runs are module-scoped: keep a module on one worker
-    previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+    previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         code = int(pytest.main(pytest_args + extra))
     finally:
-        signal.signal(signal.SIGTERM, previous)
-    return _verdict(code, summary, report_dir)
+        signal.signal(signal.SIGTERM, previous_handler)
+    return _verdict(code, summary, report_dir, previous, args.baseline)
 
 
-def _verdict(pytest_code: int, summary: Path, report_dir: Path) -> int:
+def _load_baseline(path: Path) -> Summary:
+    """A previous run's summary.json; anything else is a usage error (exit 2)."""
+    from pydantic import ValidationError
+
+    try:
+        return load_summary(path)
+    except OSError as exc:
+        raise ConfigError(f"--baseline {path}: cannot read it ({exc.strerror or exc})") from None
+    except (ValidationError, ValueError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) and exc.errors() else None
+        why = f"{'.'.join(map(str, first['loc']))}: {first['msg']}" if first else str(exc).splitlines()[0]
+        raise ConfigError(f"--baseline {path}: not a summary.json of this gpu-conformance version ({why})") from None
+
+
+def _verdict(pytest_code: int, summary: Path, report_dir: Path, baseline: Summary | None = None,
+             baseline_path: Path | None = None) -> int:
     if pytest_code == pytest_exit("NO_TESTS_COLLECTED"):
         print("gpu-conformance: error: no checks selected (check -k/-m and the suite path)", file=sys.stderr)
         return int(ExitCode.USAGE)
@@ -177,22 +206,50 @@ def _verdict(pytest_code: int, summary: Path, report_dir: Path) -> int:
     if not summary.is_file():
         print(f"gpu-conformance: error: the run did not complete (pytest exit {pytest_code})", file=sys.stderr)
         return int(ExitCode.INFRASTRUCTURE)
-    doc = json.loads(summary.read_text())
-    totals = doc["totals"]
-    print("\n== gpu-conformance: " + ", ".join(f"{totals[k]} {k}" for k in ("passed", "failed", "error", "skipped")))
-    for r in doc["results"]:
-        if r["status"] in ("failed", "error"):
-            print(f"   {r['status'].upper():6} {r['id']} {r['node'] or ''}".rstrip())
-    print(f"   reports: {report_dir}/ (report.html, junit.xml, allure-results/, summary.json)")
+    doc = load_summary(summary)
+    totals = doc.totals.model_dump()
+    print(f"\n== gpu-conformance ({doc.gate} gate): "
+          + ", ".join(f"{totals[k]} {k}" for k in ("passed", "failed", "error", "skipped")))
+    for r in doc.results:
+        if r.status == "failed":
+            print(_short(f"   FAILED {r.id} {r.node or '(cluster)'}: expected {r.expected}, observed {r.observed}"
+                         if r.expected is not None else f"   FAILED {r.id} {r.node or '(cluster)'}: {r.message}"))
+        elif r.status == "error":
+            print(_short(f"   ERROR  {r.id} {r.node or '(cluster)'}: {r.message}"))
+    ai_path = summary.with_name(AI_FILE)
+    if ai_path.is_file():
+        ai = json.loads(ai_path.read_text())
+        print("   CNCF AI Conformance: " + ", ".join(f"{a['id']} {a['status']}" for a in ai["requirements"]))
+    regressions = _compare_baseline(doc, summary, baseline, baseline_path) if baseline is not None else 0
+    print(f"   reports: {report_dir}/ (report.html, junit.xml, allure-results/, summary.json, {AI_FILE})")
     if pytest_code == pytest_exit("INTERRUPTED"):
         return int(ExitCode.INFRASTRUCTURE)
-    if totals["failed"]:
+    if totals["failed"] or regressions:
         return int(ExitCode.CONFORMANCE_FAILURE)
     if totals["error"] or pytest_code not in (0, 1):
         return int(ExitCode.INFRASTRUCTURE)
     if pytest_code == 1:  # failures outside any requirement (should not happen): never report a pass
         return int(ExitCode.CONFORMANCE_FAILURE)
     return int(ExitCode.PASSED)
+
+
+def _short(line: str, width: int = 220) -> str:
+    line = " ".join(line.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _compare_baseline(doc: Summary, summary: Path, baseline: Summary, baseline_path: Path | None) -> int:
+    """Compare with the baseline, print the findings, record them in summary.json; the number of regressions."""
+    from gpu_conformance import baseline as gate
+
+    found = gate.compare(baseline, doc)
+    doc.baseline = found.as_json(str(baseline_path))
+    write_json(summary, doc)
+    print(f"   baseline {baseline_path}: {len(found.regressions)} regression(s), "
+          f"{len(found.findings) - len(found.regressions)} other change(s)")
+    for f in found.findings:
+        print(_short(f"   {f.describe()}"))
+    return len(found.regressions)
 
 
 def pytest_exit(name: str) -> int:

@@ -11,26 +11,27 @@ from typing import Any
 
 import kr8s
 
-from gpu_conformance import scrape
+from gpu_conformance import redaction, scrape
 from gpu_conformance.runner import TRANSIENT, create_object
 from gpu_conformance.waiting import WaitTimeout, wait_for
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL
 
 TOKEN_KEY = "token"
 GPU_LINE = re.compile(r"gpu-conformance: (?P<framework>\w+) sees (?P<count>\d+) GPU\(s\)")
-_TOKEN_IN_TEXT = re.compile(r"(token[=:]\s*)([A-Za-z0-9_\-]+)", re.IGNORECASE)
-REDACTED = "<redacted>"
 
 
 class SecretText(str):
     """A secret value whose repr never shows it (tracebacks with --showlocals, assertion introspection)."""
 
     def __repr__(self) -> str:
-        return repr(REDACTED)
+        return repr(redaction.REDACTED)
 
 
 def new_token() -> SecretText:
-    return SecretText(secrets.token_hex(24))
+    """A fresh Jupyter token, registered for redaction in this process."""
+    token = SecretText(secrets.token_hex(24))
+    redaction.register(token)
+    return token
 
 
 def token_secret(name: str, namespace: str, run_id: str, token: str) -> dict[str, Any]:
@@ -38,14 +39,6 @@ def token_secret(name: str, namespace: str, run_id: str, token: str) -> dict[str
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY, RUN_LABEL: run_id}},
             "stringData": {TOKEN_KEY: token}}
-
-
-def redact(text: str, known: Sequence[str] = ()) -> str:
-    """Remove the known tokens and anything printed as `token=...` / `token: ...`."""
-    for value in known:
-        if value:
-            text = text.replace(value, REDACTED)
-    return _TOKEN_IN_TEXT.sub(lambda m: m.group(1) + REDACTED, text)
 
 
 def gpus_seen(log: str) -> tuple[str, int] | None:

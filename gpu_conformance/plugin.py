@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,17 +12,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import allure
 import httpx
 import kr8s
 import pytest
+import yaml
 
-from gpu_conformance import __version__, catalogue, disruption, facts, nodelocks, recovery, runner
+from gpu_conformance import __version__, catalogue, disruption, facts, nodelocks, recovery, redaction, reports, runner, stack, summary
 from gpu_conformance import profile as profiles
-from gpu_conformance.catalogue import Requirement
+from gpu_conformance.catalogue import GATES, Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.progress import say
-from gpu_conformance.summary import Result, outcome_of, write_summary
+from gpu_conformance.summary import AI_FILE, Result, ai_evidence, build_summary, outcome_of, write_json
+from gpu_conformance.versions import DriverFacts, node_group
 from gpu_conformance.workloads import GPU_TOLERATION
 
 NO_GPU_NODES = "no-gpu-nodes"
@@ -62,6 +67,9 @@ class Session:
     # The reboot opt-in: node names, or a count of nodes to pick.
     reboot_names: tuple[str, ...] = ()
     reboot_count: int = 0
+    gate: str = "standard"
+    # Driver versions the checks read from nvidia-smi pods, per node (for the reports' cluster facts).
+    observed_drivers: dict[str, DriverFacts] = field(default_factory=dict)
 
     @property
     def target(self) -> Target:
@@ -92,6 +100,14 @@ class Session:
                 raise GpuConformanceError(f"--reboot-nodes: {', '.join(unknown)} is not a selected GPU node")
             return list(dict.fromkeys(self.reboot_names))
         return sorted(n.name for n in gpu if n.gpu_pod_blocker() is None)[: self.reboot_count]
+
+    def smoke_sample(self) -> list[str]:
+        """One GPU node per node group (profile group, else GPU product) that can run a GPU pod."""
+        chosen: dict[str, str] = {}
+        for node in sorted(self.facts.gpu_nodes, key=lambda n: n.name):
+            if node.gpu_pod_blocker() is None:
+                chosen.setdefault(node_group(self.profile, node.labels) or node.name, node.name)
+        return sorted(chosen.values())
 
     def plugin_restart_nodes(self) -> list[str]:
         """The node whose device plugin is restarted: the profile's, else the first that can run a GPU pod."""
@@ -125,7 +141,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          f"else {profiles.DEFAULT_WORKLOAD_TIMEOUT_S:.0f})")
     group.addoption("--image", action="append", default=[], metavar="WORKLOAD=IMAGE",
                     help="override a workload image, e.g. vector-add=registry.local/cuda-sample:vectoradd")
-    group.addoption("--summary-json", help="write summary.json (one entry per check result) to this path")
+    group.addoption("--summary-json", help="write summary.json (one entry per check result) to this path; "
+                                           f"{AI_FILE} goes beside it")
+    group.addoption("--gate", choices=GATES, default="standard",
+                    help="which checks run: smoke (node facts, stack health, metrics exposure, one vector-add per "
+                         "node group), standard (default: all but the notebook and the node reboot), "
+                         "full (adds the notebook, and opts in to the privileged dcgmproftester check), disruptive (adds the "
+                         "opt-in node reboot; --reboot-nodes or --reboot-count select it)")
     group.addoption("--run-id", help="label value marking everything this run creates (default: random)")
     group.addoption("--allow-privileged", action="store_true", default=False,
                     help="also run the checks marked `privileged`, whose pods need elevated capabilities "
@@ -143,7 +165,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "disruptive: the check disrupts a node (it holds the node alone and runs "
                                        "after every other check)")
     config.addinivalue_line("markers", "nodes(kind): per-node parameters other than every GPU node: plugin-restart, "
-                                       "reboot, recovered")
+                                       "reboot, recovered, smoke-sample (every node; one per node group in the smoke gate)")
     config.addinivalue_line("markers", "privileged: the check runs a pod with elevated capabilities; skipped unless "
                                        "--allow-privileged or the profile's allow_privileged: true")
     try:
@@ -199,11 +221,37 @@ def pytest_configure(config: pytest.Config) -> None:
             disruption.fill_command(profile.recovery.reboot.command, node="n", kubeconfig="k", python="p")
         except GpuConformanceError as exc:
             raise pytest.UsageError(str(exc)) from None
+    gate = config.getoption("gate")
+    if (reboot_names or reboot_count) and gate != "disruptive":
+        gate = "disruptive"  # the reboot opt-in is explicit: it selects the gate that runs the reboot check
+    if target is not None:
+        redaction.register_kubeconfig(target.kubeconfig)
     sess = Session(kubeconfig, config.getoption("context"), profile, node_selector, timeout, images, run_id,
-                   tolerations, cache, _target=target, reboot_names=reboot_names, reboot_count=reboot_count)
+                   tolerations, cache, _target=target, reboot_names=reboot_names, reboot_count=reboot_count,
+                   gate=gate)
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
+    if config.pluginmanager.hasplugin("html"):
+        config.pluginmanager.register(_HtmlColumns(), "gpu-conformance-html")
+
+
+class _HtmlColumns:
+    """pytest-html's results table: requirement, node and (for failures) remediation columns."""
+
+    def pytest_html_results_table_header(self, cells: list[str]) -> None:
+        cells[1:1] = ['<th class="sortable" data-column-type="requirement">Requirement</th>',
+                      '<th class="sortable" data-column-type="node">Node</th>',
+                      '<th data-column-type="remediation">Remediation</th>']
+
+    def pytest_html_results_table_row(self, report: pytest.TestReport, cells: list[str]) -> None:
+        props = dict(report.user_properties)
+        req_id = str(props.get("requirement", ""))
+        req = catalogue.load().by_id.get(req_id)
+        remediation = req.remediation if req is not None and report.failed and props.get("gc_status") == "failed" else ""
+        cells[1:1] = [f'<td class="col-requirement">{html.escape(req_id)}</td>',
+                      f'<td class="col-node">{html.escape(str(props.get("node", "")))}</td>',
+                      f'<td class="col-remediation">{html.escape(remediation)}</td>']
 
 
 class _XdistController:
@@ -261,6 +309,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 problems.append(f"{item.nodeid}: requirement id {ids[0]} is already verified by {owner[str(ids[0])]}")
     if problems:
         raise pytest.UsageError("invalid requirement markers:\n  " + "\n  ".join(sorted(set(problems))))
+    _select_gate(config, items)
     # Checks that disrupt a node run after every other check (the sort is stable).
     items.sort(key=lambda it: it.get_closest_marker("disruptive") is not None)
     for item in items:
@@ -271,6 +320,29 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             node = callspec.params.get("gpu_node_name") if callspec else None
             node = None if node in (NO_GPU_NODES, NOT_OPTED_IN, NO_ELIGIBLE) else node
             item.user_properties += [("requirement", req.id), ("node", node or "")]
+            _report_labels(item, req, node)
+
+
+def _select_gate(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the checks outside the run's gate (the catalogue names each check's smallest gate)."""
+    rank = GATES.index(session_of(config).gate)
+    outside = [it for it in items if (req := requirement_of(it)) is not None and GATES.index(req.gate) > rank]
+    if outside:
+        config.hook.pytest_deselected(items=outside)
+        dropped = {id(it) for it in outside}
+        items[:] = [it for it in items if id(it) not in dropped]
+
+
+def _report_labels(item: pytest.Item, req: Requirement, node: str | None) -> None:
+    """The one place report labels come from: the catalogue entry of the item's requirement."""
+    labels = {"epic": req.area, "feature": f"{req.id} {req.title}", "story": node or "cluster-wide",
+              "severity": "critical" if req.level == "MUST" else "normal", "tag": req.id}
+    if req.ai_conformance:
+        labels["ai_conformance"] = req.ai_conformance
+    for label_type, value in labels.items():
+        item.add_marker(pytest.mark.allure_label(value, label_type=label_type))
+    item.add_marker(pytest.mark.allure_description(
+        f"{req.statement}\n\nLevel: {req.level}. Remediation when it fails: {req.remediation}"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -281,7 +353,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     mark = metafunc.definition.get_closest_marker("nodes")
     try:
         names = [n.name for n in sess.facts.gpu_nodes]
-        if mark is not None and names:
+        if mark is not None and names and mark.args[0] == "smoke-sample":
+            names = (sess.smoke_sample() or [NO_ELIGIBLE]) if sess.gate == "smoke" else names
+        elif mark is not None and names:
             names = _chosen_nodes(sess, str(mark.args[0])) or [NOT_OPTED_IN if mark.args[0] == "reboot" else NO_ELIGIBLE]
     except GpuConformanceError as exc:
         raise pytest.UsageError(str(exc)) from None
@@ -357,7 +431,9 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pyt
         pytest.skip(NOT_OPTED_IN_REASON)
     if gpu_node_name == NO_ELIGIBLE:
         pytest.skip("no selected GPU node is Ready with an allocatable GPU (see GPU-NODE-001, GPU-NODE-002)")
-    return cluster_facts.node(gpu_node_name)
+    node = cluster_facts.node(gpu_node_name)
+    attach(request.node, f"node {node.name} (as the run read it)", asdict(node), "yaml")
+    return node
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -386,9 +462,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     if callspec is not None and callspec.params.get("gpu_node_name") == NO_GPU_NODES:
         return  # no GPU nodes at all: the check fails on that (it starts no pod), like every other check
     config = item.config
-    if not (config.getoption("allow_privileged") or session_of(config).profile.allow_privileged):
+    sess = session_of(config)
+    if not (config.getoption("allow_privileged") or sess.profile.allow_privileged or sess.gate in ("full", "disruptive")):
         pytest.skip("opt-in: this check runs a pod with the SYS_ADMIN capability; pass --allow-privileged "
-                    "or set allow_privileged: true in the profile")
+                    "or set allow_privileged: true in the profile (the full and disruptive gates opt in)")
 
 
 @pytest.hookimpl(wrapper=True)
@@ -398,10 +475,65 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     req = requirement_of(item)
     if req is None:
         return report
+    if report.when == "setup":
+        catalogue.forget_violations()  # a failure message of an earlier check is not this one's
     status, message = outcome_of(report, call.excinfo)
     if status is not None:
-        report.user_properties += [("gc_status", status), ("gc_message", message)]
+        report.user_properties += [("gc_status", status), ("gc_message", redaction.redact(message))]
+    if status == "failed":
+        found = catalogue.violation_in(message, req.id)
+        if found is not None:
+            report.user_properties += [("gc_expected", redaction.redact(found.expected)),
+                                       ("gc_observed", redaction.redact(found.observed))]
+        crash = getattr(report.longrepr, "reprcrash", None)
+        if crash is not None:  # JUnit's failure message (and the terminal's short summary): the remediation
+            where = f" node {found.node}" if found is not None and found.node else ""
+            crash.message = f"{req.id}{where}: {req.remediation}"
+    if report.longrepr is not None and not isinstance(report.longrepr, tuple):
+        text = str(report.longrepr)
+        if redaction.redact(text) != text:
+            report.longrepr = redaction.redact(text)
+    if report.when == "teardown":
+        _attach_to_allure(item, report)
     return report
+
+
+ATTACHMENTS_KEY = pytest.StashKey[list[tuple[str, str, str]]]()
+_ATTACHMENT_TYPES = {"text": allure.attachment_type.TEXT, "json": allure.attachment_type.JSON,
+                     "yaml": allure.attachment_type.YAML}
+
+
+def attach(item: pytest.Item, name: str, body: Any, kind: str = "text") -> None:
+    """Evidence for the check's Allure result (redacted): text as is, json/yaml serialised from data."""
+    if kind == "json":
+        text = json.dumps(redaction.redact_any(body), indent=2, default=str)
+    elif kind == "yaml":
+        text = yaml.safe_dump(redaction.redact_any(body), sort_keys=False)
+    else:
+        text = redaction.redact(str(body))
+    item.stash.setdefault(ATTACHMENTS_KEY, []).append((name, text, kind))
+
+
+def attach_pod(item: pytest.Item, outcome: runner.PodOutcome) -> None:
+    """A workload pod's evidence: the spec the suite submitted, its logs and its events."""
+    label = f"pod {outcome.namespace}/{outcome.pod}"
+    if outcome.spec:
+        attach(item, f"{label}: submitted spec", dict(outcome.spec), "yaml")
+    for container, log in outcome.container_logs.items():
+        attach(item, f"{label}: log of {container}", log)
+    if outcome.events:
+        attach(item, f"{label}: events", "\n".join(outcome.events))
+
+
+def _attach_to_allure(item: pytest.Item, report: pytest.TestReport) -> None:
+    """Hand the check's evidence to Allure (after its last phase, while its result is still open)."""
+    if not item.config.pluginmanager.hasplugin("allure_listener"):
+        return
+    evidence = "\n".join(str(v) for k, v in report.user_properties if k == "gc_evidence")
+    if evidence:
+        allure.attach(redaction.redact(evidence), name="evidence", attachment_type=allure.attachment_type.TEXT)
+    for name, text, kind in item.stash.get(ATTACHMENTS_KEY, []):
+        allure.attach(text, name=name, attachment_type=_ATTACHMENT_TYPES[kind])
 
 
 class _Recorder:
@@ -420,6 +552,11 @@ class _Recorder:
             status, message = "error", str(report.longrepr)[-2000:]
         else:
             return
+        for key, value in report.user_properties:
+            if key == "gc_driver":
+                seen = json.loads(str(value))
+                node = seen.pop("node")
+                self.sess.observed_drivers[node] = DriverFacts(**seen)
         result = Result(
             nodeid=report.nodeid,
             id=str(props["requirement"]),
@@ -428,6 +565,8 @@ class _Recorder:
             message=message,
             duration_s=round(report.duration, 3),
             evidence="\n".join(str(v) for k, v in report.user_properties if k == "gc_evidence"),
+            expected=str(props["gc_expected"]) if "gc_expected" in props else None,
+            observed=str(props["gc_observed"]) if "gc_observed" in props else None,
         )
         results = self.sess.results
         # One result per check: a later phase replaces a pass or skip with a failure or error;
@@ -445,7 +584,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _is_worker(config):
         return
     # Only when this run talked to a cluster (the xdist controller never does itself).
-    if sess._api is not None or (sess._target is not None and config.pluginmanager.hasplugin("dsession")):
+    talked = sess._api is not None or (sess._target is not None and config.pluginmanager.hasplugin("dsession"))
+    if talked:
         # Sweep anything this run created that a finalizer did not get to (e.g. after Ctrl-C).
         try:
             runner.delete_run_namespaces(sess.api, sess.run_id)
@@ -458,6 +598,30 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for leftover in (cache, cache.with_name(cache.name + ".lock")):  # shared by this run's workers only
         leftover.unlink(missing_ok=True)
     path = config.getoption("summary_json")
+    allure_dir = getattr(config.option, "allure_report_dir", None)
+    if not path and not allure_dir:
+        return
+    info = _cluster_info(sess) if talked else reports.cluster_info(None, None)
     if path:
-        write_summary(Path(path), sess.results, catalogue.load(), started=config.stash[STARTED_KEY],
-                      suite_version=__version__, exitstatus=int(exitstatus), run_start=sess.run_start)
+        cat = catalogue.load()
+        doc = build_summary(sess.results, cat, started=config.stash[STARTED_KEY], suite_version=__version__,
+                            run_id=sess.run_id, gate=sess.gate, exitstatus=int(exitstatus), cluster=info,
+                            run_start=sess.run_start)
+        write_json(Path(path), doc)
+        write_json(Path(path).with_name(AI_FILE), ai_evidence(doc, cat))
+    if allure_dir and Path(allure_dir).is_dir():
+        # After the results, so nothing wipes it; Allure shows it as the report's Environment.
+        (Path(allure_dir) / "environment.properties").write_text(
+            reports.environment_properties(info, __version__, sess.gate))
+
+
+def _cluster_info(sess: Session) -> summary.ClusterInfo:
+    """The cluster facts for the reports; what could not be read stays unknown (the run's outcome stands)."""
+    target = sess.target
+    try:
+        found = sess.facts
+        plugins = stack.gather(sess.api, [n.name for n in found.gpu_nodes]).flavours()
+    except Exception as exc:  # noqa: BLE001 - reporting must not mask the run's outcome
+        say(f"could not read the cluster facts for the reports ({type(exc).__name__}: {exc})")
+        return reports.cluster_info(None, target.server)
+    return reports.cluster_info(found, target.server, plugins, sess.observed_drivers, sess.profile)

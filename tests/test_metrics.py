@@ -282,3 +282,43 @@ def test_free_ports_come_from_below_the_ephemeral_range_and_skip_bound_ones() ->
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", min(picks)))
         assert not scrape._bindable(min(picks))
+
+
+class _PodsApi:
+    """Just enough of kr8s.Api for Exporters.reconcile: the Running pods, changed by the test."""
+
+    def __init__(self) -> None:
+        self.pods: list[dict] = []
+
+    def get(self, kind: str, **_: object) -> list:
+        return [type("Obj", (), {"raw": p})() for p in self.pods]
+
+
+def test_a_scrape_sees_the_pods_running_when_it_arrives_not_a_stale_list() -> None:
+    """A CI failure under load: the load pod ran, but the simulated exporter's pod list lagged behind
+    every scrape. A scrape now waits for a reconcile pass that began after it arrived."""
+    import threading
+
+    api = _PodsApi()
+    exporters = exporter.Exporters(api, [exporter.NodeExporter("n1", NodeSpec(name="n1", gpus=2), "dcgm-exporter",  # type: ignore[arg-type]
+                                                                "dcgm-exporter", 9400)], jupyter_port=0)
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            exporters.reconcile()
+            exporters.wake.wait(30)  # only a scrape wakes it: a stale list would be served otherwise
+            exporters.wake.clear()
+
+    worker = threading.Thread(target=loop, daemon=True)
+    worker.start()
+    try:
+        assert b'pod="gpu-load-n1"' not in exporters.render("n1")
+        api.pods = [{"metadata": {"namespace": "ns", "name": "gpu-load-n1", "labels": {}, "creationTimestamp": "t"},
+                     "spec": {"nodeName": "n1", "containers": [{"name": "gpu-load",
+                                                                 "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}]
+        assert b'pod="gpu-load-n1"' in exporters.render("n1")
+    finally:
+        stop.set()
+        exporters.wake.set()
+        worker.join(5)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gpu_conformance import notebook
+from gpu_conformance import notebook, redaction
 from gpu_conformance.sim import kwokconfig, outputs
 from gpu_conformance.sim.scenario import NodeSpec, WorkloadBehaviour
 from gpu_conformance.workloads import render
@@ -26,20 +26,10 @@ def test_the_token_is_only_in_the_secret() -> None:
     assert docs[0]["spec"]["containers"][0]["readinessProbe"]["httpGet"] == {"path": "/api", "port": "http"}
 
 
-@pytest.mark.parametrize(("text", "known", "expected"), [
-    ("http://nb:8888/lab?token=abc123def", [], "http://nb:8888/lab?token=<redacted>"),
-    ("Token: s3cr3t-value and more", [], "Token: <redacted> and more"),
-    ("the value zzz-secret-zzz appears bare", ["zzz-secret-zzz"], "the value <redacted> appears bare"),
-    ("nothing to hide", ["x" * 48], "nothing to hide"),
-])
-def test_redaction(text: str, known: list[str], expected: str) -> None:
-    assert notebook.redact(text, known) == expected
-
-
 def test_the_simulated_jupyter_prints_a_token_that_redaction_removes() -> None:
     log = outputs.behaviour("notebook", "n", NodeSpec(name="n", gpus=4)).output or ""
     assert outputs.NOTEBOOK_TOKEN in log
-    clean = notebook.redact(log)
+    clean = redaction.redact(log)
     assert outputs.NOTEBOOK_TOKEN not in clean and "token=<redacted>" in clean
     assert notebook.gpus_seen(clean) == ("tensorflow", 1)
 

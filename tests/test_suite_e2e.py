@@ -19,7 +19,7 @@ def _by_check(summary: dict) -> dict[tuple[str, str], dict]:
 
 
 def test_healthy_scenario_passes_every_check_on_every_gpu_node(run_suite, sim_api: kr8s.Api) -> None:
-    code, summary, out, report_dir = run_suite("healthy", "--run-id=e2eheal")
+    code, summary, out, report_dir = run_suite("healthy", "--run-id=e2eheal", "--gate=disruptive")
     assert code == 0, out
     results = _by_check(summary)
     assert {(c, n) for c in CHECKS for n in HEALTHY_GPU_NODES} <= set(results)
@@ -98,10 +98,14 @@ def test_summary_schema_fields(run_suite, tmp_path: Path) -> None:
     code, summary, out, report_dir = run_suite("fault-allocatable-zero", "-k", "capacity")
     assert code == 1, out
     doc = json.loads((report_dir / "summary.json").read_text())
-    assert doc["schema"] == "gpu-conformance/summary/v1"
+    assert doc["schema"] == "gpu-conformance/summary/v2"
     for r in doc["results"]:
-        assert set(r) >= {"id", "title", "level", "node", "status", "message", "duration_s"}
+        assert set(r) >= {"id", "title", "level", "node", "status", "expected", "observed", "remediation", "duration_s"}
         assert r["status"] in ("passed", "failed", "skipped", "error")
+    (failed,) = [r for r in doc["results"] if r["status"] == "failed"]
+    assert (failed["expected"], failed["observed"]) == ("allocatable nvidia.com/gpu == capacity (8)", "capacity 8, allocatable 0")
+    assert failed["remediation"].startswith("The device plugin on this node is not advertising all of its GPUs")
+    assert doc["totals_by_level"]["MUST"]["failed"] == 1 and doc["cluster"]["gpu_nodes"] == 2
 
 
 def test_workload_that_never_finishes_is_an_error_not_a_verdict(run_suite) -> None:
@@ -164,7 +168,7 @@ def test_without_versions_in_the_profile_the_gate_is_skipped_with_the_reason(run
 
 
 def test_the_jupyter_token_never_reaches_a_report(run_suite) -> None:
-    code, summary, out, report_dir = run_suite("fault-notebook-no-gpu", "-k", "notebook")
+    code, summary, out, report_dir = run_suite("fault-notebook-no-gpu", "-k", "notebook", "--gate=full")
     assert code == 1, out
     results = _by_check(summary)
     failed = results[("GPU-NB-003", None)]
@@ -180,7 +184,7 @@ def test_privileged_checks_run_only_when_opted_in(run_suite, tmp_path: Path) -> 
     assert code == 0, out
     assert {(r["status"], r["message"]) for r in summary["results"]} == {
         ("skipped", "opt-in: this check runs a pod with the SYS_ADMIN capability; pass --allow-privileged "
-                    "or set allow_privileged: true in the profile")}
+                    "or set allow_privileged: true in the profile (the full and disruptive gates opt in)")}
     # With --allow-privileged it runs, and the node without profiling metrics fails it.
     code, summary, out, _ = run_suite("fault-metrics-no-profiling", "-k", "tensor", "--allow-privileged")
     assert code == 1, out
@@ -243,7 +247,7 @@ def test_metrics_refused_by_rbac_are_errors_not_failures(sim_kubeconfig: Path, s
     results = summary["results"]
     assert len(results) == 4 and {r["status"] for r in results} == {"error"}, results
     assert all("RBAC: the suite may neither proxy to nor port-forward this pod" in r["message"]
-               and "the suite needs get on pods/proxy or create on pods/portforward" in r["message"] for r in results)
+               and "the suite needs get on pods/proxy or get and create on pods/portforward" in r["message"] for r in results)
 
 
 def _reboot_run(sim_kubeconfig: Path, tmp_path: Path, node: str, run_id: str):
@@ -308,3 +312,15 @@ def test_cleanup_uncordons_a_node_a_killed_run_left_cordoned(
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "ir-gpu-2" in done.stdout, done.stdout + done.stderr
     assert _cordon_state(sim_api, "ir-gpu-2") == (False, None)
+
+
+def test_smoke_gate_reads_node_facts_and_runs_one_vector_add_per_node_group(run_suite) -> None:
+    code, summary, out, _ = run_suite("healthy", "--gate=smoke")
+    assert code == 0, out
+    ids = {r["id"] for r in summary["results"]}
+    assert summary["gate"] == "smoke" and "(smoke gate)" in out
+    assert {"GPU-NODE-001", "GPU-STACK-001", "GPU-MET-001", "GPU-WL-001"} <= ids
+    assert not ids & {"GPU-SMI-001", "GPU-ISO-001", "GPU-SCHED-001", "GPU-NB-001", "GPU-REC-001", "GPU-REC-002"}
+    # Without a profile the node groups are the GPU products: one H100 node and the A100 node.
+    vector_add = sorted(r["node"] for r in summary["results"] if r["id"] == "GPU-WL-001")
+    assert vector_add == ["gpu-a100-1", "gpu-h100-1"], vector_add

@@ -37,6 +37,8 @@ from gpu_conformance.workloads import WORKLOAD_LABEL
 
 PORTFORWARD_RESOURCE = "portforwards.kwok.x-k8s.io"
 RECONCILE_INTERVAL_S = 0.5
+# How long a scrape waits for a reconcile pass that began after it (else it serves the last one).
+FRESH_WAIT_S = 3.0
 JUPYTER_VERSION = "2.14.2"
 # Workloads whose pods load their GPUs (and so raise utilization while they run).
 LOAD_WORKLOADS = ("gpu-load", "dcgmproftester")
@@ -184,10 +186,19 @@ class Exporters:
         self.lock = threading.Lock()
         self.servers: dict[str, ThreadingHTTPServer] = {}
         self.forwarded: set[tuple[str, str]] = set()
+        # Scrapes see the pods as of their own time (like dcgm-exporter asking the kubelet): a scrape wakes the
+        # reconcile loop and waits for a pass that began after it arrived.
+        self.started = 0  # reconcile passes begun
+        self.passes = 0  # reconcile passes finished
+        self.passed = threading.Condition(self.lock)
+        self.wake = threading.Event()
 
     def render(self, node: str) -> bytes:
         registry = CollectorRegistry()
         with self.lock:
+            fresh = self.started + 1  # a pass running now may have listed the pods before this scrape came
+            self.wake.set()
+            self.passed.wait_for(lambda: self.passes >= fresh, timeout=FRESH_WAIT_S)
             pods = list(self.pods.get(node, []))
         registry.register(_Metrics(self.nodes[node], pods))
         return generate_latest(registry)
@@ -207,6 +218,9 @@ class Exporters:
 
     def reconcile(self) -> None:
         """Port-forwards for new exporter pods; the Running GPU pods of every node."""
+        with self.lock:
+            self.started += 1
+            number = self.started
         pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL, field_selector="status.phase=Running")]
         by_node: dict[str, list[tuple[str, GpuPod]]] = {}
         for raw in pods:
@@ -225,6 +239,8 @@ class Exporters:
                 by_node.setdefault(node, []).append((str(meta.get("creationTimestamp", "")), pod))
         with self.lock:
             self.pods = {n: [p for _, p in sorted(v, key=lambda t: (t[0], t[1].name))] for n, v in by_node.items()}
+            self.passes = max(self.passes, number)
+            self.passed.notify_all()
 
     def _forward(self, namespace: str, pod: str, pod_port: int, local_port: int) -> None:
         obj = {"apiVersion": "kwok.x-k8s.io/v1alpha1", "kind": "PortForward",
@@ -287,7 +303,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             agent.tick()
         except Exception as exc:  # noqa: BLE001 - as above
             print(f"exporter: node agent failed, retrying: {type(exc).__name__}: {exc}", flush=True)
-        stop.wait(RECONCILE_INTERVAL_S)
+        exporters.wake.wait(RECONCILE_INTERVAL_S)  # or sooner, when a scrape asks for fresh pods
+        exporters.wake.clear()
     return 0
 
 

@@ -1,0 +1,96 @@
+"""Secrets never reach a report or log: bearer tokens, private keys, Jupyter tokens, kubeconfig credentials.
+
+Two layers: values this process knows are secret (registered when read: the kubeconfig's credentials,
+the notebook's token) are replaced wherever they appear, and text shaped like a secret is masked
+whatever its value.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REDACTED = "<redacted>"
+
+_PATTERNS = (
+    # PEM blocks: private keys (and any certificate pasted with them).
+    re.compile(r"-----BEGIN [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)-----.*?-----END [A-Z0-9 ]*(?:PRIVATE KEY|CERTIFICATE)-----",
+               re.DOTALL),
+    # JSON Web Tokens (service-account tokens and most OIDC tokens).
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),
+)
+# key=value / key: value pairs whose value is a credential (Jupyter's `?token=`, kubeconfig fields, headers).
+_KEYED = re.compile(
+    r"(?P<key>\b(?:token|client-key-data|client-certificate-data|password|access-token|id-token|refresh-token)"
+    r"\"?\s*[=:]\s*\"?|\b(?:Bearer|Basic)\s+)(?P<value>[A-Za-z0-9_\-.~+/=]{6,})",
+    re.IGNORECASE,
+)
+_known: set[str] = set()
+# Shorter values would mask ordinary words.
+_MIN_KNOWN = 8
+
+
+def register(*values: str | None) -> None:
+    """Remember secret values of this process; `redact` replaces each wherever it appears."""
+    for value in values:
+        if value and len(value) >= _MIN_KNOWN:
+            _known.add(str(value))
+            # Kubeconfig data fields are base64: their decoded form is just as secret.
+            try:
+                decoded = base64.b64decode(value, validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+            _known.update(line for line in decoded.splitlines() if len(line) >= 40 and "-----" not in line)
+
+
+def register_kubeconfig(path: Path | str) -> None:
+    """Register the credentials a kubeconfig holds (tokens, passwords, client keys and certificates)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return
+    for user in (data or {}).get("users") or []:
+        fields = (user or {}).get("user") or {}
+        if isinstance(fields, Mapping):
+            register(*(str(v) for k, v in fields.items()
+                       if k in ("token", "password", "client-key-data", "client-certificate-data") and v))
+            for key in ("client-key", "tokenFile"):  # credentials kept in files: their contents
+                _register_file(Path(path).parent, fields.get(key))
+            provider = fields.get("auth-provider") or {}
+            register(*(str(v) for v in ((provider.get("config") or {}) if isinstance(provider, Mapping) else {}).values()
+                       if isinstance(v, str) and len(v) >= 20))
+
+
+def _register_file(base: Path, name: object) -> None:
+    if not isinstance(name, str) or not name:
+        return
+    try:
+        text = (base / name).read_text()[:65536]
+    except (OSError, UnicodeDecodeError):
+        return
+    register(*(line.strip() for line in text.splitlines() if len(line.strip()) >= 40 and "-----" not in line))
+
+
+def redact(text: str, known: Iterable[str] = ()) -> str:
+    """`text` with every registered or given secret value and anything shaped like a credential masked."""
+    for value in sorted({*_known, *(k for k in known if k)}, key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    for pattern in _PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return _KEYED.sub(lambda m: m["key"] + REDACTED, text)
+
+
+def redact_any(value: Any) -> Any:
+    """`redact` applied to every string inside nested lists and mappings (attachments, JSON reports)."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: redact_any(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_any(v) for v in value]
+    return value
