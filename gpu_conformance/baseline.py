@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,8 +50,15 @@ def _older(new: str, old: str) -> bool | None:
         return None
 
 
+class BaselineUndecided(Exception):
+    """One of the two runs could not read its nodes: comparing them would report every node as gone."""
+
+
 def compare(previous: Summary, current: Summary) -> Comparison:
     """What got worse since `previous`: GPUs gone, nodes gone, drivers downgraded or drifting, checks newly failing."""
+    for which, doc in (("the baseline", previous), ("this run", current)):
+        if doc.cluster.gpu_nodes is None:
+            raise BaselineUndecided(f"{which} could not read the cluster's nodes (cluster facts unknown)")
     found: list[Finding] = []
     before = {n.name: n for n in previous.cluster.gpu_node_details}
     now = {n.name: n for n in current.cluster.gpu_node_details}
@@ -91,7 +99,7 @@ def _normal(version: str) -> str:
         return version.strip()
 
 
-def _drift(nodes: Any) -> list[Finding]:
+def _drift(nodes: Iterable[NodeInfo]) -> list[Finding]:
     """Node groups whose nodes now run different drivers (a half-finished rollout)."""
     groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for n in nodes:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
-from gpu_conformance import __version__, cli_tools
+from gpu_conformance import __version__, cli_tools, redaction
 from gpu_conformance.catalogue import GATES
 from gpu_conformance.errors import ConfigError, ExitCode, GpuConformanceError
 from gpu_conformance.summary import AI_FILE, Summary, load_summary, write_json
@@ -74,6 +74,14 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(default: start a fresh one)")
     mx.add_argument("--jobs", type=int, default=3, help="scenarios run at once (default 3)")
     mx.add_argument("--write-readme", type=Path, metavar="README", help="replace the matrix section of this README")
+    bn = simsub.add_parser("bench", help="time the suite on simulated clusters of growing size beside a kubectl baseline",
+                           description="For each size: a fresh simulated cluster of N healthy 8-GPU nodes, the kubectl "
+                                       "baseline (one vector-add pod per node: kubectl apply, kubectl wait), then "
+                                       "`gpu-conformance run`. Prints wall times, their ratio, API requests and peak RSS.")
+    bn.add_argument("--nodes", default="10,100,1000", help="comma-separated cluster sizes (default 10,100,1000)")
+    bn.add_argument("--gate", choices=GATES, default="standard", help="the suite's gate (default standard)")
+    bn.add_argument("--write-readme", type=Path, metavar="README", help="replace the benchmark section of this README")
+    bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports and logs under DIR")
     rb = simsub.add_parser("reboot", help="reboot a simulated node (its scenario's `recovery` says how it comes back)")
     rb.add_argument("node")
     rb.add_argument("--kubeconfig", type=Path, help="the simulated cluster's kubeconfig (default: the one in --state-dir)")
@@ -179,6 +187,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         code = int(pytest.main(pytest_args + extra))
     finally:
         signal.signal(signal.SIGTERM, previous_handler)
+    redaction.register_kubeconfig(target.kubeconfig)
+    redaction.scrub_dir(report_dir)  # whatever the report plugins wrote on their own (captured output, tracebacks)
     return _verdict(code, summary, report_dir, previous, args.baseline)
 
 
@@ -224,8 +234,10 @@ def _verdict(pytest_code: int, summary: Path, report_dir: Path, baseline: Summar
     print(f"   reports: {report_dir}/ (report.html, junit.xml, allure-results/, summary.json, {AI_FILE})")
     if pytest_code == pytest_exit("INTERRUPTED"):
         return int(ExitCode.INFRASTRUCTURE)
-    if totals["failed"] or regressions:
+    if totals["failed"] or regressions > 0:
         return int(ExitCode.CONFORMANCE_FAILURE)
+    if regressions < 0:  # the comparison could not be made: undecided, never a pass
+        return int(ExitCode.INFRASTRUCTURE)
     if totals["error"] or pytest_code not in (0, 1):
         return int(ExitCode.INFRASTRUCTURE)
     if pytest_code == 1:  # failures outside any requirement (should not happen): never report a pass
@@ -239,10 +251,17 @@ def _short(line: str, width: int = 220) -> str:
 
 
 def _compare_baseline(doc: Summary, summary: Path, baseline: Summary, baseline_path: Path | None) -> int:
-    """Compare with the baseline, print the findings, record them in summary.json; the number of regressions."""
+    """Compare with the baseline, print the findings, record them in summary.json; the number of regressions
+    (-1: the comparison could not be made)."""
     from gpu_conformance import baseline as gate
 
-    found = gate.compare(baseline, doc)
+    try:
+        found = gate.compare(baseline, doc)
+    except gate.BaselineUndecided as exc:
+        print(f"   baseline {baseline_path}: cannot compare: {exc}", file=sys.stderr)
+        doc.baseline = {"source": str(baseline_path), "undecided": str(exc)}
+        write_json(summary, doc)
+        return -1
     doc.baseline = found.as_json(str(baseline_path))
     write_json(summary, doc)
     print(f"   baseline {baseline_path}: {len(found.regressions)} regression(s), "
@@ -297,6 +316,16 @@ def _sim(args: argparse.Namespace) -> int:
         from gpu_conformance.sim import matrix
 
         return matrix.main(args.kubeconfig, max(1, args.jobs), args.write_readme)
+    if args.sim_command == "bench":
+        from gpu_conformance.sim import bench
+
+        try:
+            sizes = [int(n) for n in args.nodes.split(",") if n.strip()]
+        except ValueError:
+            raise ConfigError(f"--nodes expects sizes like 10,100,1000, got {args.nodes!r}") from None
+        if not sizes or min(sizes) < 1:
+            raise ConfigError("--nodes needs at least one size of 1 or more")
+        return bench.main(sizes, args.gate, [], args.write_readme, args.keep)
     if args.sim_command == "reboot":
         state = sim.state() if args.kubeconfig is None else None
         return _reboot(args.node, args.kubeconfig or (state.kubeconfig if state else None))

@@ -24,7 +24,7 @@ from gpu_conformance.catalogue import GATES, Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.progress import say
-from gpu_conformance.summary import AI_FILE, Result, ai_evidence, build_summary, outcome_of, write_json
+from gpu_conformance.summary import AI_FILE, Result, ai_evidence, build_summary, failure_text, outcome_of, write_json
 from gpu_conformance.versions import DriverFacts, node_group
 from gpu_conformance.workloads import GPU_TOLERATION
 
@@ -76,6 +76,7 @@ class Session:
         """The cluster under test: --kubeconfig, else $KUBECONFIG, else ~/.kube/config."""
         if self._target is None:
             self._target = resolve_target(self.kubeconfig, self.context)
+            redaction.register_kubeconfig(self._target.kubeconfig)
         return self._target
 
     @property
@@ -401,7 +402,7 @@ def evidence(request: pytest.FixtureRequest) -> Callable[[str], None]:
     """Record a line of evidence for the reports (summary.json, JUnit properties), whatever the outcome."""
 
     def add(text: str) -> None:
-        request.node.user_properties.append(("gc_evidence", text))
+        request.node.user_properties.append(("gc_evidence", redaction.redact(text)))
 
     return add
 
@@ -475,13 +476,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     req = requirement_of(item)
     if req is None:
         return report
-    if report.when == "setup":
-        catalogue.forget_violations()  # a failure message of an earlier check is not this one's
     status, message = outcome_of(report, call.excinfo)
     if status is not None:
         report.user_properties += [("gc_status", status), ("gc_message", redaction.redact(message))]
     if status == "failed":
-        found = catalogue.violation_in(message, req.id)
+        found = catalogue.violation_in(failure_text(call.excinfo.value) if call.excinfo else message, req.id)
         if found is not None:
             report.user_properties += [("gc_expected", redaction.redact(found.expected)),
                                        ("gc_observed", redaction.redact(found.observed))]
@@ -496,6 +495,20 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.when == "teardown":
         _attach_to_allure(item, report)
     return report
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    """A failure message built for an earlier check is not this one's."""
+    catalogue.forget_violations()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """A conformance failure found while setting a check up is that check's failure in every report
+    (JUnit and pytest-html would call any setup-phase problem an error): it runs first, before the
+    reporters and before xdist forwards the report."""
+    if report.when == "setup" and report.failed and dict(report.user_properties).get("gc_status") == "failed":
+        report.when = "call"  # type: ignore[assignment]
 
 
 ATTACHMENTS_KEY = pytest.StashKey[list[tuple[str, str, str]]]()

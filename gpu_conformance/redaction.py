@@ -27,7 +27,7 @@ _PATTERNS = (
 # key=value / key: value pairs whose value is a credential (Jupyter's `?token=`, kubeconfig fields, headers).
 _KEYED = re.compile(
     r"(?P<key>\b(?:token|client-key-data|client-certificate-data|password|access-token|id-token|refresh-token)"
-    r"\"?\s*[=:]\s*\"?|\b(?:Bearer|Basic)\s+)(?P<value>[A-Za-z0-9_\-.~+/=]{6,})",
+    r"\"?\s*[=:]\s*\"?|(?-i:\b(?:Bearer|Basic))\s+)(?P<value>[A-Za-z0-9_\-.~+/=]{6,})",
     re.IGNORECASE,
 )
 _known: set[str] = set()
@@ -94,3 +94,19 @@ def redact_any(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [redact_any(v) for v in value]
     return value
+
+
+def scrub_dir(root: Path) -> list[Path]:
+    """Redact every text file under `root` in place (the last pass over a report dir: it also reaches what
+    the report plugins wrote themselves, such as captured output and exception texts); the files changed."""
+    changed = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        try:
+            text = path.read_text()
+        except (OSError, UnicodeDecodeError):
+            continue  # not text (or gone): nothing a reader could see as a secret
+        clean = redact(text)
+        if clean != text:
+            path.write_text(clean)
+            changed.append(path)
+    return changed

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -218,15 +219,30 @@ def events_by_object(api: kr8s.Api, namespace: str) -> dict[str, list[str]]:
 
 
 def pod_logs(api: kr8s.Api, namespace: str, name: str, containers: Sequence[str]) -> tuple[dict[str, str], str | None]:
-    """Each container's log, and why one could not be fetched (None when all were)."""
+    """Each container's log, and why one could not be fetched (None when all were): one request per container."""
     out: dict[str, str] = {}
+    pod = Pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace}}, api=api)
     for container in containers:
         try:
-            pod = Pod.get(name, namespace=namespace, api=api)
             out[container] = "\n".join(pod.logs(container=container, timeout=30))
         except (kr8s.NotFoundError, *TRANSIENT) as exc:
             return out, f"{type(exc).__name__}: {exc}"
     return out, None
+
+
+# Requests the suite has in flight at once (kr8s multiplexes them on its own event loop): fast on a
+# large cluster, and bounded so that the API server's priority and fairness is not flooded.
+API_CONCURRENCY = 16
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+def concurrently(fn: Callable[[A], B], items: Sequence[A], limit: int = API_CONCURRENCY) -> list[B]:
+    """fn over items, at most `limit` at once, results in order; the first exception is raised."""
+    if len(items) <= 1:
+        return [fn(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="gc-api") as pool:
+        return list(pool.map(fn, items))
 
 
 def _instant(stamp: str) -> dt.datetime:
@@ -285,8 +301,7 @@ def _run_pods(
     watch: Callable[[Mapping[K, PodState]], None] | None,
 ) -> dict[K, PodOutcome]:
     started = time.monotonic()
-    for _, manifest in pods.values():
-        Pod(dict(manifest), api=api).create()
+    concurrently(lambda manifest: Pod(dict(manifest), api=api).create(), [m for _, m in pods.values()])
     say(f"{what}: created {len(pods)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
     names = {key: str(manifest["metadata"]["name"]) for key, (_, manifest) in pods.items()}
 
@@ -324,13 +339,19 @@ def _run_pods(
         # Not every pod was decided in time: return what we saw; callers treat undecided pods as errors.
         states = exc.last or {}
     events = events_by_object(api, namespace)
+
+    def logs_of(key: K) -> tuple[dict[str, str], str | None]:
+        state = states.get(names[key], ABSENT)
+        containers = [c["name"] for c in pods[key][1]["spec"]["containers"]]
+        return (pod_logs(api, namespace, names[key], containers)
+                if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
+
+    all_logs = dict(zip(pods, concurrently(logs_of, list(pods)), strict=True))
     outcomes: dict[K, PodOutcome] = {}
     for key, (node, manifest) in pods.items():
         name = names[key]
         state = states.get(name, ABSENT)
-        containers = [c["name"] for c in manifest["spec"]["containers"]]
-        logs, logs_error = (pod_logs(api, namespace, name, containers)
-                            if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
+        logs, logs_error = all_logs[key]
         outcomes[key] = PodOutcome(node=node, pod=name, namespace=namespace, state=state, settled=settled(key, state),
                                    logs_error=logs_error, container_logs=logs, events=tuple(events.get(name, [])),
                                    spec=manifest)

@@ -28,7 +28,8 @@ def _result(req: str, node: str, status: str) -> ResultEntry:
 def _summary(nodes: list[NodeInfo], results: list[ResultEntry]) -> Summary:
     zero = Totals(passed=0, failed=0, error=0, skipped=0)
     return Summary(suite_version="0", run_id="r", gate="standard", started=T0, finished=T0, duration_s=1,
-                   pytest_exit_status=0, totals=zero, totals_by_level={}, cluster=ClusterInfo(gpu_node_details=nodes),
+                   pytest_exit_status=0, totals=zero, totals_by_level={},
+                   cluster=ClusterInfo(gpu_nodes=len(nodes), gpu_node_details=nodes),
                    run_start={}, results=results)
 
 
@@ -111,3 +112,10 @@ def test_a_baseline_that_is_not_a_summary_is_a_usage_error(run_suite, tmp_path: 
     code, _, out, _ = run_suite("upgrade-gate", f"--baseline={bad}", "-k", "capacity")
     assert code == 2 and "--baseline" in out and "not a summary.json of this gpu-conformance version" in out
     assert "Traceback" not in out
+
+
+def test_a_run_that_could_not_read_its_nodes_is_not_compared() -> None:
+    unknown = _summary([], [])
+    unknown.cluster.gpu_nodes = None
+    with pytest.raises(baseline.BaselineUndecided, match="this run could not read the cluster's nodes"):
+        baseline.compare(_summary([_node("a")], []), unknown)

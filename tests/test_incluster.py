@@ -16,6 +16,8 @@ from typing import Any
 import kr8s
 import pytest
 import yaml
+from kr8s._async_utils import as_sync_func
+from kr8s.objects import new_class
 
 from gpu_conformance import incluster
 from gpu_conformance.cli import main
@@ -26,6 +28,13 @@ from gpu_conformance.waiting import wait_for
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy" / "incluster"
 PART_OF = ("app.kubernetes.io/part-of", "gpu-conformance")
 NOT_DISRUPTIVE = ("-m", "not disruptive")
+FULL_GATE = "--gate=full"  # every non-disruptive check: the notebook and dcgmproftester too
+SUITE_USER = "system:serviceaccount:gpu-conformance:gpu-conformance"
+
+# The admission policy's kinds, registered with their plurals for create_object (it guesses "...policys").
+for _kind, _plural in (("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+                       ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings")):
+    new_class(_kind, "admissionregistration.k8s.io/v1", asyncio=False, namespaced=False, plural=_plural)
 
 
 def _docs(name: str) -> list[dict[str, Any]]:
@@ -171,7 +180,8 @@ def test_in_cluster_mistakes_are_usage_errors_that_show_no_token(tmp_path: Path,
 
 
 def test_every_shipped_object_is_labelled_and_least_privilege() -> None:
-    files = ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "job.yaml", "opt-in/rbac-disruptive.yaml"]
+    files = ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml", "job.yaml",
+             "opt-in/rbac-disruptive.yaml"]
     objects = [d for f in files for d in _docs(f)]
     assert all(o["metadata"]["labels"][PART_OF[0]] == PART_OF[1] for o in objects)
     base = next(o for o in _docs("rbac.yaml") if o["kind"] == "ClusterRole")
@@ -183,14 +193,33 @@ def test_every_shipped_object_is_labelled_and_least_privilege() -> None:
     assert {(res, v) for r in disruptive["rules"] for res in r["resources"] for v in r["verbs"]} == {
         ("pods", "delete"), ("pods/eviction", "create"), ("nodes", "patch")}
     kustomized = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
-    assert "opt-in/rbac-disruptive.yaml" not in kustomized and set(kustomized) == set(files[:4])
+    assert "opt-in/rbac-disruptive.yaml" not in kustomized and set(kustomized) == set(files[:5])
     (job,) = _docs("job.yaml")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert pod["serviceAccountName"] == "gpu-conformance" and pod["securityContext"]["runAsNonRoot"] is True
     assert container["args"][:2] == ["job-run", "--report-dir=/reports"]
+    after = container["args"][container["args"].index("--") + 1:]
+    assert FULL_GATE in after and after[after.index("-m") + 1] == "not disruptive"
     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/reports")
     assert next(v for v in pod["volumes"] if v["name"] == mount["name"]) == {"name": mount["name"], "emptyDir": {}}
+
+
+def test_the_admission_policy_denies_and_binds_to_the_suites_service_account_only() -> None:
+    docs = _docs("admission-policy.yaml")
+    policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "ValidatingAdmissionPolicy"}
+    bindings = {d["spec"]["policyName"]: d["spec"] for d in docs if d["kind"] == "ValidatingAdmissionPolicyBinding"}
+    assert {d["apiVersion"] for d in docs} == {"admissionregistration.k8s.io/v1"}
+    assert set(policies) == set(bindings) == {"gpu-conformance-namespaces", "gpu-conformance-namespaced-writes"}
+    for name, spec in policies.items():
+        assert spec["failurePolicy"] == "Fail" and bindings[name]["validationActions"] == ["Deny"]
+        assert "matchResources" not in bindings[name]  # every namespace, every object
+        (cond,) = spec["matchConditions"]
+        assert cond["expression"] == f'request.userInfo.username == "{SUITE_USER}"'
+        assert all(v["message"].startswith("rule ") and v["reason"] == "Forbidden" for v in spec["validations"])
+    (writes,) = policies["gpu-conformance-namespaced-writes"]["matchConstraints"]["resourceRules"]
+    assert writes["resources"] == ["*/*"] and writes["apiGroups"] == ["*"] and writes["scope"] == "Namespaced"
+    assert set(writes["operations"]) == {"CREATE", "UPDATE", "DELETE"}
 
 
 # -- against the simulated cluster's real RBAC ----------------------------------------------------
@@ -230,13 +259,102 @@ def _job_run(sim_api: kr8s.Api, sa_dir: Path, report_dir: Path, *run_args: str) 
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def test_the_shipped_rbac_runs_every_non_disruptive_check(sim_kubeconfig: Path, sim_api: kr8s.Api, run_suite: Any,
-                                                          tmp_path: Path) -> None:
+def _sa_api(sim_api: kr8s.Api, sa_dir: Path) -> kr8s.Api:
+    """A client that authenticates as the service account (its token), as the Job's pod does."""
+    config = {"apiVersion": "v1", "kind": "Config", "current-context": "sa",
+              "clusters": [{"name": "sim", "cluster": {"server": sim_api.auth.server,
+                                                       "certificate-authority": str(sa_dir / "ca.crt")}}],
+              "users": [{"name": "sa", "user": {"token": (sa_dir / "token").read_text()}}],
+              "contexts": [{"name": "sa", "context": {"cluster": "sim", "user": "sa"}}]}
+    path = sa_dir / "kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return kr8s.api(kubeconfig=str(path))
+
+
+def _request(api: kr8s.Api, method: str, namespace: str | None, url: str, body: dict[str, Any] | None = None,
+             dry_run: bool = False) -> tuple[int, str]:
+    """One core-API request: (status, body); with dry_run, admission runs in full but nothing is stored."""
+
+    async def call() -> tuple[int, str]:
+        extra: dict[str, Any] = {"json": body} if body is not None else {}
+        if dry_run:
+            extra["params"] = {"dryRun": "All"}
+        async with api.call_api(method, version="v1", base="/api", namespace=namespace, url=url,
+                                raise_for_status=False, timeout=30, **extra) as resp:
+            return resp.status_code, resp.text
+
+    return as_sync_func(call)()
+
+
+def _pod(name: str, namespace: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}
+
+
+def _denied(answer: tuple[int, str], policy: str, rule: str) -> bool:
+    """A 403 from the shipped admission policy (by name) with the rule's message."""
+    status, text = answer
+    message = json.loads(text).get("message", "") if text.startswith("{") else text
+    return status == 403 and f"ValidatingAdmissionPolicy '{policy}'" in message and f"rule {rule}:" in message
+
+
+WRITES, NAMESPACES = "gpu-conformance-namespaced-writes", "gpu-conformance-namespaces"
+
+
+def _policy_denials(sa: kr8s.Api, unlabelled: str) -> None:
+    """(a) With the service account's token: writes outside the suite's namespaces are refused by the policy."""
+    answer = _request(sa, "POST", "default", "pods", _pod("gc-policy-probe", "default"))
+    assert _denied(answer, WRITES, "namespaced-writes") and "create pods only in namespaces labelled" in answer[1], answer
+    assert "namespace default is not" in answer[1]
+    answer = _request(sa, "DELETE", None, f"namespaces/{unlabelled}")
+    assert _denied(answer, NAMESPACES, "namespace-delete") and f"namespace {unlabelled} is not" in answer[1], answer
+    # kube-system is also immortal (NamespaceLifecycle answers before the policy does): dry run, to be safe.
+    assert _request(sa, "DELETE", None, "namespaces/kube-system", dry_run=True)[0] == 403
+    answer = _request(sa, "POST", None, "namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                      "metadata": {"generateName": "gc-policy-probe-"}}, dry_run=True)
+    assert _denied(answer, NAMESPACES, "namespace-create"), answer
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "gc-policy-probe"}, "stringData": {"k": "v"}}
+    for namespace in ("kube-system", "gpu-conformance", unlabelled):
+        answer = _request(sa, "POST", namespace, "secrets", secret, dry_run=True)
+        assert _denied(answer, WRITES, "namespaced-writes") and f"namespace {namespace} is not" in answer[1], answer
+
+
+def _opt_in_exemptions(sim_api: kr8s.Api, sa: kr8s.Api, unlabelled: str, made: list[Any]) -> None:
+    """With opt-in/rbac-disruptive.yaml applied: a DaemonSet's pod may be deleted and any pod evicted anywhere,
+    no other pod deleted outside the suite's namespaces (dry runs: nothing is touched)."""
+    _apply(sim_api, _docs("opt-in/rbac-disruptive.yaml"), made)
+    plugin = next(p.raw["metadata"] for p in sim_api.get("pods", namespace=kr8s.ALL)  # a device plugin's, say
+                  if any(o["kind"] == "DaemonSet" for o in p.raw["metadata"].get("ownerReferences") or []))
+    wait_for(lambda: _request(sa, "DELETE", plugin["namespace"], f"pods/{plugin['name']}", dry_run=True),
+             lambda answer: answer[0] == 200, what="the opt-in role to take effect", timeout=60)
+    answer = _request(sa, "DELETE", unlabelled, "pods/bare", dry_run=True)
+    assert _denied(answer, WRITES, "namespaced-writes") and "delete pods only in" in answer[1], answer
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "bare", "namespace": unlabelled},
+                "deleteOptions": {"dryRun": ["All"]}}
+    answer = _request(sa, "POST", unlabelled, "pods/bare/eviction", eviction, dry_run=True)
+    assert answer[0] == 201, answer
+
+
+def test_the_shipped_rbac_and_admission_policy_run_every_non_disruptive_check(
+        sim_kubeconfig: Path, sim_api: kr8s.Api, run_suite: Any, tmp_path: Path) -> None:
+    unlabelled = "gc-test-incluster-unlabelled"  # named like the suite's namespaces, without the label
     made: list[Any] = []
     try:
-        _apply(sim_api, _docs("namespace.yaml") + _docs("serviceaccount.yaml") + _docs("rbac.yaml"), made)
+        _apply(sim_api, [{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": unlabelled}},
+                         _pod("bare", unlabelled)], made)
+        _apply(sim_api, _docs("namespace.yaml") + _docs("serviceaccount.yaml") + _docs("rbac.yaml")
+               + _docs("admission-policy.yaml"), made)
         sa_dir = _token_dir(sim_api, sim_kubeconfig, "gpu-conformance", "gpu-conformance", tmp_path / "sa")
-        code, out = _job_run(sim_api, sa_dir, tmp_path / "in-pod", *NOT_DISRUPTIVE)
+        sa = _sa_api(sim_api, sa_dir)
+        # The API server enforces a new policy once its informer has it: wait for the first denial (a dry
+        # run, so that nothing is created while it is not yet enforced).
+        wait_for(lambda: _request(sa, "POST", "default", "pods", _pod("gc-policy-probe", "default"), dry_run=True),
+                 lambda answer: _denied(answer, WRITES, "namespaced-writes"), what="the admission policy enforced",
+                 timeout=60, describe=lambda answer: f"HTTP {answer[0]} {answer[1][:300]}")
+        _policy_denials(sa, unlabelled)
+        code, out = _job_run(sim_api, sa_dir, tmp_path / "in-pod", FULL_GATE, *NOT_DISRUPTIVE)
+        _opt_in_exemptions(sim_api, sa, unlabelled, made)
+        assert _request(sim_api, "GET", None, f"namespaces/{unlabelled}")[0] == 200  # never deleted
     finally:
         _delete(made)
     # What `gpu-conformance results` fetches from the Job's log: the reports and the exit code.
@@ -248,11 +366,14 @@ def test_the_shipped_rbac_runs_every_non_disruptive_check(sim_kubeconfig: Path, 
     assert fetch.returncode == code == 0, out[-5000:] + fetch.stderr
     in_pod = json.loads((fetched / "summary.json").read_text())
     assert _tree(fetched) == _tree(tmp_path / "in-pod")
-    admin_code, admin, admin_out, _ = run_suite("healthy", *NOT_DISRUPTIVE)
+    admin_code, admin, admin_out, _ = run_suite("healthy", FULL_GATE, *NOT_DISRUPTIVE)
     assert admin_code == 0, admin_out[-5000:]
     statuses = {r["nodeid"]: r["status"] for r in in_pod["results"]}
     assert statuses == {r["nodeid"]: r["status"] for r in admin["results"]}
     assert "error" not in statuses.values() and len(statuses) > 50
+    # The full gate ran: the notebook (secrets, services, endpointslices) and the privileged check passed.
+    passed = {r["id"] for r in in_pod["results"] if r["status"] == "passed"}
+    assert {"GPU-NB-001", "GPU-NB-002", "GPU-NB-003", "GPU-MET-005"} <= passed, sorted(passed)
     assert sa_dir.joinpath("token").read_text() not in out  # the token never reaches the log
 
 

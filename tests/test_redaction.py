@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ KEY = "-----BEGIN EC PRIVATE KEY-----\nMHcCAQEEIBmZ0rN0fakefakefakefake\n-----EN
     ('{"client-key-data": "TFMwdExTMUNSVWRKVGlCRlF5QlFVa2xXUVZSRklFdEZXUzB0TFMwdENn"}', [],
      '{"client-key-data": "<redacted>"}'),
     ("tokens_per_second=1234567 and token_count: 12", [], "tokens_per_second=1234567 and token_count: 12"),
+    ("the basic vector-add and a bearer of news", [], "the basic vector-add and a bearer of news"),
+    ("Authorization: Basic dXNlcjpwYXNzd29yZA==", [], "Authorization: Basic <redacted>"),
 ])
 def test_redaction(text: str, known: list[str], expected: str) -> None:
     assert redaction.redact(text, known) == expected
@@ -58,3 +61,14 @@ def test_a_client_key_kept_in_a_file_is_masked_too(tmp_path: Path, monkeypatch: 
     (tmp_path / "kubeconfig").write_text(yaml.safe_dump({"users": [{"name": "u", "user": {"client-key": "admin.key"}}]}))
     redaction.register_kubeconfig(tmp_path / "kubeconfig")
     assert redaction.redact(f"dumped: {line}") == "dumped: <redacted>"
+
+
+def test_a_report_dir_is_scrubbed_in_place(tmp_path: Path) -> None:
+    (tmp_path / "allure-results").mkdir()
+    leaky = tmp_path / "allure-results" / "x-result.json"
+    leaky.write_text(json.dumps({"statusDetails": {"message": f"ServerError: Bearer {JWT}"}}))
+    clean = tmp_path / "junit.xml"
+    clean.write_text("<testsuite/>")
+    (tmp_path / "blob.bin").write_bytes(b"\xff\xfe\x00binary")
+    assert redaction.scrub_dir(tmp_path) == [leaky]
+    assert JWT not in leaky.read_text() and json.loads(leaky.read_text())["statusDetails"]["message"].endswith("<redacted>")

@@ -75,10 +75,16 @@ def test_failing_vector_add_fails_that_node_only(run_suite) -> None:
 
 
 def test_no_gpu_nodes_is_a_failure_not_a_pass(run_suite) -> None:
-    code, summary, out, _ = run_suite("healthy", selector=f"{scenario.SCENARIO_LABEL}=healthy,!nvidia.com/gpu.present")
+    code, summary, out, report_dir = run_suite("healthy", selector=f"{scenario.SCENARIO_LABEL}=healthy,!nvidia.com/gpu.present")
     assert code == 1, out
     assert {r["status"] for r in summary["results"]} == {"failed"}
     assert all("0 GPU nodes among 2 nodes" in r["message"] for r in summary["results"])
+    # Found while setting the checks up (the `gpu_nodes` fixture), yet a failure in every report, with its parts.
+    assert all(r["expected"].startswith("at least one GPU node") and r["observed"] == "0 GPU nodes among 2 nodes"
+               for r in summary["results"])
+    junit = ET.parse(report_dir / "junit.xml").getroot()
+    suite = junit if junit.tag == "testsuite" else junit.find("testsuite")
+    assert (int(suite.get("failures")), int(suite.get("errors"))) == (len(summary["results"]), 0)
 
 
 def test_parallel_run_gives_the_same_verdicts(run_suite) -> None:

@@ -29,6 +29,8 @@ KWOK_VERSION = "0.8.0"
 
 KUBE_COMPONENTS = ("kube-apiserver", "kube-scheduler", "kube-controller-manager")
 COMPONENTS = (*KUBE_COMPONENTS, "etcd", "kwok")
+# Built on demand only (the benchmark's kubectl baseline), never for the simulated cluster itself.
+TOOLS = ("kubectl",)
 
 _PROXY = os.environ.get("GOPROXY", "https://proxy.golang.org").split(",")[0]
 
@@ -155,7 +157,7 @@ def build(components: list[str] | None = None, log: Callable[[str], None] = _say
     )
     for comp in todo:
         tmp = out / f".{comp}.partial"
-        if comp in KUBE_COMPONENTS:
+        if comp in (*KUBE_COMPONENTS, *TOOLS):
             cmd = [go, "build", "-trimpath", "-ldflags", f"-s -w {version_flags}", "-o", str(tmp), f"k8s.io/kubernetes/cmd/{comp}"]
             _run(cmd, work, env, f"building {comp}")
         elif comp == "etcd":
@@ -170,6 +172,19 @@ def build(components: list[str] | None = None, log: Callable[[str], None] = _say
         tmp.rename(out / comp)
     log(f"built {len(todo)} binaries in {time.monotonic() - started:.0f}s into {out}")
     return out
+
+
+def ensure_tool(name: str) -> Path:
+    """A tool binary of the pinned Kubernetes version (kubectl): found, cached, or built once."""
+    if name not in TOOLS:
+        raise SimError(f"unknown tool {name}")
+    explicit = os.environ.get(env_var(name))
+    if explicit:
+        return Path(explicit)
+    cached = bin_dir() / name
+    if not cached.is_file():
+        build([name])
+    return cached
 
 
 def ensure(allow_build: bool = True) -> Binaries:

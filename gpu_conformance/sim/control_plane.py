@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import kr8s
+import yaml
 from kr8s.objects import Node
 
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
@@ -169,6 +170,27 @@ def _exit_status(pid: int) -> str:
     proc = _CHILDREN.get(pid)
     code = proc.poll() if proc is not None else None
     return f" (exit status {code})" if code is not None else ""
+
+
+AUDIT_LOG = "audit.log"
+
+
+def _audit_policy(state_dir: Path) -> Path:
+    """An audit policy recording only the benchmark identity's requests (metadata, once each)."""
+    path = state_dir / "audit-policy.yaml"
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "audit.k8s.io/v1", "kind": "Policy", "omitStages": ["RequestReceived", "ResponseStarted"],
+        "rules": [{"level": "Metadata", "users": [pki.AUDITED_USER]}, {"level": "None"}]}))
+    return path
+
+
+def audited_requests(state_dir: Path) -> int:
+    """How many requests the benchmark identity has made (completed ones in the audit log)."""
+    path = state_dir / "logs" / AUDIT_LOG
+    if not path.is_file():
+        return 0
+    with path.open() as f:
+        return sum(1 for line in f if '"stage":"ResponseComplete"' in line or '"stage":"Panic"' in line)
 
 
 def _api(st: SimState) -> kr8s.Api:
@@ -388,7 +410,7 @@ class SimCluster:
         pki.generate(pki_dir, SERVICE_IP)
         ports = {k: free_local_port() for k in ("etcd", "etcd_peer", "apiserver", "controller_manager", "scheduler", "kwok", "jupyter")}
         server = f"https://127.0.0.1:{ports['apiserver']}"
-        for ident in ("admin", "controller-manager", "scheduler", "restricted"):
+        for ident in ("admin", "controller-manager", "scheduler", "restricted", "bench"):
             name = "kubeconfig" if ident == "admin" else f"{ident}.kubeconfig"
             pki.write_kubeconfig(sd / name, pki_dir, server, ident, "gpu-conformance-sim")
         st = SimState(
@@ -447,7 +469,8 @@ class SimCluster:
                 f"--service-account-key-file={pk / 'sa.pub'}", f"--service-account-signing-key-file={pk / 'sa.key'}",
                 f"--service-cluster-ip-range={SERVICE_CIDR}", "--authorization-mode=Node,RBAC",
                 "--allow-privileged=true", "--kubelet-preferred-address-types=InternalIP",
-                "--profiling=false", "--v=1",
+                f"--audit-policy-file={_audit_policy(sd)}", f"--audit-log-path={sd / 'logs' / AUDIT_LOG}",
+                "--audit-log-maxsize=0", "--profiling=false", "--v=1",
             ]
         if name == "kube-controller-manager":
             kc = sd / "controller-manager.kubeconfig"

@@ -25,6 +25,8 @@ class Identity:
     organisations: tuple[str, ...] = ()
 
 
+AUDITED_USER = "gpu-conformance-bench"
+
 # The identities the control plane needs; system:masters gives the admin full access.
 CLIENTS = (
     Identity("admin", "gpu-conformance-admin", ("system:masters",)),
@@ -32,6 +34,9 @@ CLIENTS = (
     Identity("scheduler", "system:kube-scheduler"),
     # No permissions of its own: tests bind it a role to run the suite under restricted RBAC.
     Identity("restricted", "gpu-conformance-restricted"),
+    # Full access under its own name: the API server's audit log records this user's requests only
+    # (the benchmark counts what the suite asks of the API server).
+    Identity("bench", AUDITED_USER, ("system:masters",)),
 )
 
 

@@ -1,0 +1,193 @@
+"""The performance benchmark: the suite on simulated clusters of growing size, beside a kubectl baseline.
+
+For each size: a fresh simulated cluster of N healthy 8-GPU nodes; the baseline (the same per-node
+vector-add pods, `kubectl apply` then `kubectl wait`); then `gpu-conformance run` with the chosen gate.
+Measured: wall times, the ratio, the API requests each made (the API server's audit log records the
+benchmark identity only), and the suite's peak memory (RSS of the process and its children).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from gpu_conformance.errors import SimError
+from gpu_conformance.progress import say
+from gpu_conformance.sim import binaries
+from gpu_conformance.sim.control_plane import SimCluster, audited_requests
+from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario, Taint
+from gpu_conformance.workloads import GPU_TOLERATION, render
+
+GPUS_PER_NODE = 8
+BASELINE_TIMEOUT_S = 1800
+SUITE_TIMEOUT_S = 7200
+README_BEGIN = "<!-- benchmark:begin -->"
+README_END = "<!-- benchmark:end -->"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One cluster size's measurements."""
+
+    nodes: int
+    baseline_s: float
+    baseline_requests: int
+    suite_s: float
+    suite_exit: int
+    suite_totals: dict[str, int]
+    suite_requests: int
+    suite_rss_mb: float
+
+    @property
+    def ratio(self) -> float:
+        return self.suite_s / self.baseline_s if self.baseline_s else float("inf")
+
+
+def scenario_of(nodes: int) -> Scenario:
+    """N healthy, tainted 8x H100 nodes run by the GPU Operator."""
+    return Scenario.model_validate({
+        "name": f"bench-{nodes}",
+        "description": f"{nodes} healthy 8x H100 nodes for the benchmark",
+        "stack": {"flavour": "gpu-operator"},
+        "profile": {"taints": {"required": True}, "metrics": {"required": True, "load_s": 6},
+                    "groups": [{"name": "h100", "match_labels": {"pool": "h100"}, "gpu_count": GPUS_PER_NODE,
+                                "product": "NVIDIA-H100-80GB-HBM3"}]},
+        "nodes": [NodeSpec(name=f"b{nodes}-gpu", replicas=nodes, gpus=GPUS_PER_NODE, product="NVIDIA-H100-80GB-HBM3",
+                           driver="580.159.04", cuda="13.0", labels={"pool": "h100"},
+                           taints=[Taint(key="nvidia.com/gpu", value="present", effect="NoSchedule")]).model_dump()],
+    })
+
+
+def _kubectl(kubectl: Path, kubeconfig: Path, *args: str, timeout: float = 600) -> None:
+    proc = subprocess.run([str(kubectl), f"--kubeconfig={kubeconfig}", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+    if proc.returncode != 0:
+        raise SimError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()[-500:]}")
+
+
+def baseline(kubectl: Path, kubeconfig: Path, nodes: list[str], work: Path) -> float:
+    """Seconds for kubectl to create one vector-add pod per node and see every one Succeeded."""
+    namespace = "bench-kubectl-baseline"
+    docs = [doc for node in nodes for doc in render("vector-add", namespace=namespace, node=node, run_id="bench",
+                                                     tolerations=[dict(GPU_TOLERATION)])]
+    manifest = work / "baseline.yaml"
+    manifest.write_text(yaml.safe_dump_all(docs))
+    _kubectl(kubectl, kubeconfig, "create", "namespace", namespace)
+    started = time.monotonic()
+    _kubectl(kubectl, kubeconfig, "apply", "-f", str(manifest), timeout=BASELINE_TIMEOUT_S)
+    _kubectl(kubectl, kubeconfig, "wait", "--for=jsonpath={.status.phase}=Succeeded", "pods", "--all",
+             "-n", namespace, f"--timeout={BASELINE_TIMEOUT_S}s", timeout=BASELINE_TIMEOUT_S + 60)
+    took = time.monotonic() - started
+    _kubectl(kubectl, kubeconfig, "delete", "namespace", namespace, "--wait=true", timeout=600)
+    return took
+
+
+# Runs a command and prints its peak RSS (the largest of it and its waited-for children) in KiB.
+_MEASURE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+            "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
+            "sys.exit(rc)")
+
+
+def suite(kubeconfig: Path, sc: Scenario, gate: str, work: Path, extra: Sequence[str]) -> tuple[float, int, dict[str, int], float]:
+    """(seconds, exit code, totals, peak RSS MiB) of one `gpu-conformance run`."""
+    profile = work / "profile.yaml"
+    profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
+    report_dir = work / "reports"
+    cmd = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}",
+           f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", f"--gate={gate}",
+           f"--report-dir={report_dir}", *extra]
+    started = time.monotonic()
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S, check=False)
+    took = time.monotonic() - started
+    (work / "suite.log").write_text(proc.stdout + proc.stderr)
+    rss = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("peak-rss-kib")), 0)
+    summary = report_dir / "summary.json"
+    totals = json.loads(summary.read_text())["totals"] if summary.is_file() else {}
+    return took, proc.returncode, totals, rss / 1024
+
+
+def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = None) -> Row:
+    """One size: a fresh simulated cluster, the kubectl baseline, then the suite."""
+    kubectl = binaries.ensure_tool("kubectl")
+    work = Path(tempfile.mkdtemp(prefix=f"gc-bench-{nodes}-", dir=keep))
+    sim = SimCluster(work / "sim")
+    sc = scenario_of(nodes)
+    try:
+        state = sim.up([sc])
+        kubeconfig = state.state_dir / "bench.kubeconfig"
+        names = [f"b{nodes}-gpu-{i}" for i in range(1, nodes + 1)]
+        say(f"bench {nodes} nodes: kubectl baseline ({nodes} vector-add pods)")
+        before = audited_requests(state.state_dir)
+        base_s = baseline(kubectl, kubeconfig, names, work)
+        base_requests = audited_requests(state.state_dir) - before
+        say(f"bench {nodes} nodes: baseline {base_s:.1f}s; the suite ({gate} gate)")
+        before = audited_requests(state.state_dir)
+        suite_s, code, totals, rss = suite(kubeconfig, sc, gate, work, extra)
+        requests = audited_requests(state.state_dir) - before
+        say(f"bench {nodes} nodes: suite {suite_s:.1f}s (exit {code}, {totals}), {requests} requests, {rss:.0f} MiB")
+        return Row(nodes, base_s, base_requests, suite_s, code, totals, requests, rss)
+    finally:
+        sim.down(quiet=True)
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def table(rows: Sequence[Row], gate: str) -> str:
+    """The results as a Markdown table, with what produced them."""
+    lines = [f"| GPU nodes (8 GPUs each) | kubectl baseline | suite, {gate} gate | ratio | suite results | "
+             "API requests (suite) | per node | API requests (kubectl) | suite peak RSS |",
+             "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+    for r in rows:
+        results = ", ".join(f"{v} {k}" for k, v in r.suite_totals.items() if v) or f"no summary (exit {r.suite_exit})"
+        lines.append(f"| {r.nodes} | {r.baseline_s:.1f} s | {r.suite_s:.1f} s | {r.ratio:.2f} | {results} | "
+                     f"{r.suite_requests} | {r.suite_requests / r.nodes:.1f} | {r.baseline_requests} | {r.suite_rss_mb:.0f} MiB |")
+    if len(rows) >= 2:
+        first, last = rows[0], rows[-1]
+        lines.append("")
+        lines.append(f"Suite time at {last.nodes} nodes / at {first.nodes} nodes: {last.suite_s / first.suite_s:.2f}x "
+                     f"(kubectl baseline: {last.baseline_s / first.baseline_s:.2f}x).")
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    cpus = os.cpu_count() or 0
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = 0.0
+    return f"{platform.machine()}, {cpus} CPU cores, {mem:.0f} GiB, Python {platform.python_version()}"
+
+
+def write_readme(readme: Path, text: str) -> None:
+    doc = readme.read_text()
+    if README_BEGIN not in doc or README_END not in doc:
+        raise SimError(f"{readme}: no {README_BEGIN} ... {README_END} section to replace")
+    head, rest = doc.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{tail}")
+
+
+def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | None, keep: Path | None) -> int:
+    started = time.monotonic()
+    rows = [measure(n, gate, extra, keep) for n in sizes]
+    text = table(rows, gate)
+    cmd = f"gpu-conformance sim bench --nodes {','.join(map(str, sizes))} --gate {gate}"
+    produced = (f"Produced by `{cmd}` on {time.strftime('%Y-%m-%d')}: {machine()}; "
+                f"{time.monotonic() - started:.0f} s in all.")
+    print(text)
+    print()
+    print(produced)
+    if readme is not None:
+        write_readme(readme, f"{text}\n\n{produced}")
+    return 0 if all(r.suite_exit == 0 for r in rows) else 1
