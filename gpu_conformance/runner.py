@@ -37,7 +37,7 @@ def new_run_id() -> str:
 
 
 # Kinds whose plural is not kind + "s" (kr8s's guess for kinds it does not know).
-IRREGULAR_PLURALS = {"ClusterPolicy": "clusterpolicies"}
+IRREGULAR_PLURALS = {"ClusterPolicy": "clusterpolicies", "ValidatingAdmissionPolicy": "validatingadmissionpolicies"}
 
 
 def create_object(api: kr8s.Api, manifest: Mapping[str, Any], exist_ok: bool = False) -> APIObject:
@@ -237,12 +237,22 @@ A = TypeVar("A")
 B = TypeVar("B")
 
 
-def concurrently(fn: Callable[[A], B], items: Sequence[A], limit: int = API_CONCURRENCY) -> list[B]:
-    """fn over items, at most `limit` at once, results in order; the first exception is raised."""
-    if len(items) <= 1:
-        return [fn(i) for i in items]
-    with ThreadPoolExecutor(max_workers=min(limit, len(items)), thread_name_prefix="gc-api") as pool:
-        return list(pool.map(fn, items))
+def concurrently(fn: Callable[[A], B], items: Sequence[A], limit: int = API_CONCURRENCY,
+                 ok: Callable[[B], bool] = lambda _: True) -> list[B]:
+    """fn over items, at most `limit` at once, results in order; the first exception is raised.
+
+    The first item goes alone: on a 401/403 kr8s reloads its credentials and blanks the server address
+    meanwhile, so requests in flight beside a refused one fail with a meaningless transport error. A first
+    call that raises, or whose result is not `ok`, means the rest go one at a time, each with its real answer.
+    """
+    if not items:
+        return []
+    first = fn(items[0])
+    rest = items[1:]
+    if len(rest) <= 1 or not ok(first):
+        return [first, *(fn(i) for i in rest)]
+    with ThreadPoolExecutor(max_workers=min(limit, len(rest)), thread_name_prefix="gc-api") as pool:
+        return [first, *pool.map(fn, rest)]
 
 
 def _instant(stamp: str) -> dt.datetime:
@@ -346,7 +356,7 @@ def _run_pods(
         return (pod_logs(api, namespace, names[key], containers)
                 if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
 
-    all_logs = dict(zip(pods, concurrently(logs_of, list(pods)), strict=True))
+    all_logs = dict(zip(pods, concurrently(logs_of, list(pods), ok=lambda got: got[1] is None), strict=True))
     outcomes: dict[K, PodOutcome] = {}
     for key, (node, manifest) in pods.items():
         name = names[key]

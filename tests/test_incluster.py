@@ -31,10 +31,11 @@ NOT_DISRUPTIVE = ("-m", "not disruptive")
 FULL_GATE = "--gate=full"  # every non-disruptive check: the notebook and dcgmproftester too
 SUITE_USER = "system:serviceaccount:gpu-conformance:gpu-conformance"
 
-# The admission policy's kinds, registered with their plurals for create_object (it guesses "...policys").
-for _kind, _plural in (("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
-                       ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings")):
-    new_class(_kind, "admissionregistration.k8s.io/v1", asyncio=False, namespaced=False, plural=_plural)
+# The admission policy's kinds, registered with their plurals for create_object (it would guess "...policys").
+# Kept referenced: kr8s finds classes among APIObject's subclasses, which forgets a class once it is collected.
+ADMISSION_CLASSES = [new_class(kind, "admissionregistration.k8s.io/v1", asyncio=False, namespaced=False, plural=plural)
+                     for kind, plural in (("ValidatingAdmissionPolicy", "validatingadmissionpolicies"),
+                                          ("ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings"))]
 
 
 def _docs(name: str) -> list[dict[str, Any]]:
@@ -308,6 +309,8 @@ def _policy_denials(sa: kr8s.Api, unlabelled: str) -> None:
     assert "namespace default is not" in answer[1]
     answer = _request(sa, "DELETE", None, f"namespaces/{unlabelled}")
     assert _denied(answer, NAMESPACES, "namespace-delete") and f"namespace {unlabelled} is not" in answer[1], answer
+    answer = _request(sa, "DELETE", None, "namespaces/kube-node-lease", dry_run=True)  # a system namespace
+    assert _denied(answer, NAMESPACES, "namespace-delete") and "namespace kube-node-lease is not" in answer[1], answer
     # kube-system is also immortal (NamespaceLifecycle answers before the policy does): dry run, to be safe.
     assert _request(sa, "DELETE", None, "namespaces/kube-system", dry_run=True)[0] == 403
     answer = _request(sa, "POST", None, "namespaces", {"apiVersion": "v1", "kind": "Namespace",

@@ -120,6 +120,8 @@ def suite(kubeconfig: Path, sc: Scenario, gate: str, work: Path, extra: Sequence
 def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = None) -> Row:
     """One size: a fresh simulated cluster, the kubectl baseline, then the suite."""
     kubectl = binaries.ensure_tool("kubectl")
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"gc-bench-{nodes}-", dir=keep))
     sim = SimCluster(work / "sim")
     sc = scenario_of(nodes)
