@@ -319,11 +319,37 @@ def test_a_scrape_sees_the_pods_running_when_it_arrives_not_a_stale_list() -> No
     worker.start()
     try:
         assert b'pod="gpu-load-n1"' not in exporters.render("n1")
-        api.pods = [{"metadata": {"namespace": "ns", "name": "gpu-load-n1", "labels": {}, "creationTimestamp": "t"},
-                     "spec": {"nodeName": "n1", "containers": [{"name": "gpu-load",
-                                                                 "resources": {"limits": {"nvidia.com/gpu": 1}}}]}}]
+        api.pods = [_gpu_pod("gpu-load-n1", "Running")]
         assert b'pod="gpu-load-n1"' in exporters.render("n1")
     finally:
         stop.set()
         exporters.wake.set()
         worker.join(5)
+
+
+
+def _gpu_pod(name: str, phase: str, gpus: int = 1, created: str = "2026-11-23T00:00:00Z", ended: str | None = None) -> dict:
+    status: dict = {"phase": phase}
+    if ended is not None:
+        status["containerStatuses"] = [{"name": "c", "state": {"terminated": {"finishedAt": ended}}}]
+    return {"metadata": {"namespace": "ns", "name": name, "labels": {}, "creationTimestamp": created},
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "resources": {"limits": {"nvidia.com/gpu": gpus}}}]},
+            "status": status}
+
+
+def test_a_finished_pod_keeps_its_attribution_briefly_on_gpus_no_running_pod_holds() -> None:
+    """Like dcgm-exporter, whose pod attribution is refreshed once per collection interval."""
+    import datetime as dt
+
+    def ago(seconds: float) -> str:
+        return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
+    api = _PodsApi()
+    exporters = exporter.Exporters(api, [exporter.NodeExporter("n1", NodeSpec(name="n1", gpus=2), "dcgm-exporter",  # type: ignore[arg-type]
+                                                                "dcgm-exporter", 9400)], jupyter_port=0)
+    api.pods = [_gpu_pod("just-ended", "Succeeded", gpus=2, created="2026-11-23T00:00:00Z", ended=ago(3)),
+                _gpu_pod("long-gone", "Succeeded", created="2026-11-23T00:00:00Z", ended=ago(600)),
+                _gpu_pod("running", "Running", created="2026-11-23T00:05:00Z")]
+    exporters.reconcile()
+    held = exporter.assign(exporters.pods["n1"], 2)
+    assert {i: p.name for i, p in held.items()} == {0: "running", 1: "just-ended"}

@@ -13,9 +13,11 @@ scenario says so), and a load workload raises their utilization, unless the scen
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -39,6 +41,22 @@ PORTFORWARD_RESOURCE = "portforwards.kwok.x-k8s.io"
 RECONCILE_INTERVAL_S = 0.5
 # How long a scrape waits for a reconcile pass that began after it (else it serves the last one).
 FRESH_WAIT_S = 3.0
+# dcgm-exporter refreshes its pod attribution once per collection (30 s by default), so a pod's series
+# outlives it for a while; the simulator keeps a finished GPU pod's attribution this long (on GPUs no
+# running pod holds), which also absorbs its own reconcile lag on a loaded machine.
+LINGER_S = 15.0
+
+
+def _ended_within(raw: dict[str, Any], now: float, seconds: float) -> bool:
+    """Whether every container of a finished pod ended less than `seconds` ago."""
+    status = raw.get("status") or {}
+    if status.get("phase") not in ("Succeeded", "Failed"):
+        return False
+    ends = [((c.get("state") or {}).get("terminated") or {}).get("finishedAt") for c in status.get("containerStatuses") or []]
+    if not ends or not all(ends):
+        return False
+    latest = max(dt.datetime.fromisoformat(str(e).replace("Z", "+00:00")).timestamp() for e in ends)
+    return now - latest < seconds
 JUPYTER_VERSION = "2.14.2"
 # Workloads whose pods load their GPUs (and so raise utilization while they run).
 LOAD_WORKLOADS = ("gpu-load", "dcgmproftester")
@@ -221,24 +239,27 @@ class Exporters:
         with self.lock:
             self.started += 1
             number = self.started
-        pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL, field_selector="status.phase=Running")]
-        by_node: dict[str, list[tuple[str, GpuPod]]] = {}
+        pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL)]
+        now = time.time()
+        # (running first, creation time, name): a pod that just ended only keeps GPUs no running pod holds.
+        by_node: dict[str, list[tuple[bool, str, GpuPod]]] = {}
         for raw in pods:
             meta, spec = raw["metadata"], raw.get("spec", {}) or {}
             node = spec.get("nodeName")
             labels = meta.get("labels", {}) or {}
             if node not in self.nodes:
                 continue
+            running = (raw.get("status") or {}).get("phase") == "Running"
             exporter = self.nodes[node]
-            if labels.get(COMPONENT_LABEL) == exporter.component and (meta["namespace"], meta["name"]) not in self.forwarded:
+            if running and labels.get(COMPONENT_LABEL) == exporter.component and (meta["namespace"], meta["name"]) not in self.forwarded:
                 self._forward(meta["namespace"], meta["name"], exporter.pod_port, int(self.servers[node].server_address[1]))
             gpus = sum(int(str(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu", 0)))
                        for c in spec.get("containers", []))
-            if gpus and COMPONENT_LABEL not in labels:
+            if gpus and COMPONENT_LABEL not in labels and (running or _ended_within(raw, now, LINGER_S)):
                 pod = GpuPod(meta["namespace"], meta["name"], spec["containers"][0]["name"], gpus, labels.get(WORKLOAD_LABEL))
-                by_node.setdefault(node, []).append((str(meta.get("creationTimestamp", "")), pod))
+                by_node.setdefault(node, []).append((not running, str(meta.get("creationTimestamp", "")), pod))
         with self.lock:
-            self.pods = {n: [p for _, p in sorted(v, key=lambda t: (t[0], t[1].name))] for n, v in by_node.items()}
+            self.pods = {n: [p for *_, p in sorted(v, key=lambda t: (t[0], t[1], t[2].name))] for n, v in by_node.items()}
             self.passes = max(self.passes, number)
             self.passed.notify_all()
 
