@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import kr8s
 from filelock import FileLock
 
 from gpu_conformance import nodelocks
 from gpu_conformance.cluster import NodeFacts, TaintFact, list_nodes, server_version
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,14 +52,22 @@ def _from_json(text: str) -> ClusterFacts:
     return ClusterFacts(data["server_version"], nodes, data["node_selector"])
 
 
-def shared(api: kr8s.Api, node_selector: str | None, cache: Path | None) -> ClusterFacts:
-    """Facts gathered by the first process of a run and read from `cache` by the others."""
+def shared_by_run(cache: Path | None, compute: Callable[[], T], dump: Callable[[T], bytes],
+                  load: Callable[[bytes], T]) -> T:
+    """`compute()` done by the first process of a run (xdist workers) and read from `cache` by the
+    others; without a cache (no workers), just computed."""
     if cache is None:
-        return gather(api, node_selector)
+        return compute()
     cache.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(cache) + ".lock"):
         if cache.is_file():
-            return _from_json(cache.read_text())
-        facts = gather(api, node_selector)
-        cache.write_text(_to_json(facts))
-        return facts
+            return load(cache.read_bytes())
+        value = compute()
+        cache.write_bytes(dump(value))
+        return value
+
+
+def shared(api: kr8s.Api, node_selector: str | None, cache: Path | None) -> ClusterFacts:
+    """Facts gathered by the first process of a run and read from `cache` by the others."""
+    return shared_by_run(cache, lambda: gather(api, node_selector), lambda f: _to_json(f).encode(),
+                         lambda b: _from_json(b.decode()))

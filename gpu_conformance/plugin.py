@@ -6,6 +6,7 @@ import datetime as dt
 import html
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -57,7 +58,8 @@ class Session:
     images: dict[str, str]
     run_id: str
     tolerations: list[dict[str, str]]
-    facts_cache: Path | None
+    # Where this run's xdist workers share what one of them computed (None without workers).
+    run_cache: Path | None
     _target: Target | None = None
     _api: kr8s.Api | None = None
     _facts: facts.ClusterFacts | None = None
@@ -120,10 +122,14 @@ class Session:
             return [wanted]
         return sorted(n.name for n in gpu if n.gpu_pod_blocker() is None)[:1]
 
+    def shared_path(self, name: str) -> Path | None:
+        """A file this run's xdist workers share (None without workers)."""
+        return self.run_cache / name if self.run_cache is not None else None
+
     @property
     def facts(self) -> facts.ClusterFacts:
         if self._facts is None:
-            self._facts = facts.shared(self.api, self.node_selector, self.facts_cache)
+            self._facts = facts.shared(self.api, self.node_selector, self.shared_path("facts.json"))
         return self._facts
 
 
@@ -205,7 +211,7 @@ def pytest_configure(config: pytest.Config) -> None:
     run_id = config.option.run_id
     if config.pluginmanager.hasplugin("xdist"):
         config.pluginmanager.register(_XdistController(run_id), "gpu-conformance-xdist")
-    cache = _facts_cache(run_id) if _is_worker(config) else None
+    cache = _run_cache(run_id) if _is_worker(config) else None
     # Workloads tolerate the GPU taint, and the profile's own GPU taint where it uses another key.
     tolerations = [dict(GPU_TOLERATION)]
     if profile.taints.key != GPU_TOLERATION["key"]:
@@ -265,9 +271,9 @@ class _XdistController:
         node.workerinput["gc_run_id"] = self.run_id
 
 
-def _facts_cache(run_id: str) -> Path:
-    """Where a run's xdist workers share the cluster facts."""
-    return Path(tempfile.gettempdir()) / "gpu-conformance" / f"facts-{run_id}.json"
+def _run_cache(run_id: str) -> Path:
+    """Where a run's xdist workers share the cluster facts and the workload wave's results."""
+    return Path(tempfile.gettempdir()) / "gpu-conformance" / f"run-{run_id}"
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -607,9 +613,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 print(f"[gpu-conformance] uncordoned node {node}, left cordoned by this run")
         except Exception as exc:  # cleanup must not mask the run's outcome
             print(f"[gpu-conformance] warning: cleanup of run {sess.run_id} incomplete: {exc}")
-    cache = _facts_cache(sess.run_id)
-    for leftover in (cache, cache.with_name(cache.name + ".lock")):  # shared by this run's workers only
-        leftover.unlink(missing_ok=True)
+    shutil.rmtree(_run_cache(sess.run_id), ignore_errors=True)  # shared by this run's workers only
     path = config.getoption("summary_json")
     allure_dir = getattr(config.option, "allure_report_dir", None)
     if not path and not allure_dir:

@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
 import kr8s
@@ -273,6 +273,23 @@ def ran_together(a: PodState, b: PodState) -> bool | None:
 K = TypeVar("K", bound=Hashable)
 
 
+@dataclass(frozen=True)
+class PodGroup(Generic[K]):
+    """Pods of one workload in one namespace (key -> (node, manifest)), and when one has settled.
+
+    A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
+    says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
+    With `bound_is_final`, a pod the scheduler has placed on a node has settled too.
+    """
+
+    what: str
+    namespace: str
+    pods: Mapping[K, tuple[str, Mapping[str, Any]]]
+    timeout: float
+    unschedulable_is_final: bool | Callable[[K, str], bool] = True
+    bound_is_final: bool = False
+
+
 def run_pods(
     api: kr8s.Api,
     pods: Mapping[K, tuple[str, Mapping[str, Any]]],
@@ -284,63 +301,91 @@ def run_pods(
     bound_is_final: bool = False,
     watch: Callable[[Mapping[K, PodState]], None] | None = None,
 ) -> dict[K, PodOutcome]:
-    """Create the pods (key -> (node, manifest)) in `namespace`, wait until each settles, collect evidence.
-
-    A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
-    says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
-    With `bound_is_final`, a pod the scheduler has placed on a node has settled too. `watch` sees every
-    observation of the pods' states (by key) while they run: to measure something during the run.
-    """
-    # No recovery check may disrupt a node while these pods run there (node names only: a key like
-    # "(any selected GPU node)" names no single node).
-    nodes = [node for node, _ in pods.values() if NODE_NAME.fullmatch(node)]
-    with nodelocks.for_server(api.auth.server).shared(nodes):
-        return _run_pods(api, pods, namespace=namespace, what=what, timeout=timeout,
-                         unschedulable_is_final=unschedulable_is_final, bound_is_final=bound_is_final, watch=watch)
+    """Create the pods (key -> (node, manifest)) in `namespace`, wait until each settles (see PodGroup),
+    collect evidence. `watch` sees every observation of the pods' states (by key) while they run."""
+    return run_group(api, PodGroup(what, namespace, pods, timeout, unschedulable_is_final, bound_is_final), watch)
 
 
-def _run_pods(
+def run_group(api: kr8s.Api, group: PodGroup[K], watch: Callable[[Mapping[K, PodState]], None] | None = None,
+              ) -> dict[K, PodOutcome]:
+    """One group of pods on its own (see run_groups); `watch` sees the states by the group's keys."""
+    seen = None if watch is None else (lambda states: watch({k: st for (_, k), st in states.items()}))
+    return run_groups(api, {group.what: group}, what=group.what, watch=seen)[group.what]
+
+
+def run_groups(
     api: kr8s.Api,
-    pods: Mapping[K, tuple[str, Mapping[str, Any]]],
+    groups: Mapping[str, PodGroup[Any]],
     *,
-    namespace: str,
     what: str,
-    timeout: float,
-    unschedulable_is_final: bool | Callable[[K, str], bool],
-    bound_is_final: bool,
-    watch: Callable[[Mapping[K, PodState]], None] | None,
-) -> dict[K, PodOutcome]:
-    started = time.monotonic()
-    concurrently(lambda manifest: Pod(dict(manifest), api=api).create(), [m for _, m in pods.values()])
-    say(f"{what}: created {len(pods)} pod(s) in {namespace}; waiting up to {timeout:.0f}s")
-    names = {key: str(manifest["metadata"]["name"]) for key, (_, manifest) in pods.items()}
+    watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None = None,
+) -> dict[str, dict[Any, PodOutcome]]:
+    """Run several groups of pods as one wave: created together, watched together, each pod settled by
+    its group's rules; the wait ends when all have settled or the longest group timeout has passed.
 
-    def observe() -> dict[str, PodState]:
-        states = {str(p.name): pod_state(p.raw) for p in api.get("pods", namespace=namespace)}
+    No recovery check may disrupt a node while these pods run there (node names only: a key like
+    "(any selected GPU node)" names no single node).
+    """
+    nodes = sorted({node for g in groups.values() for node, _ in g.pods.values() if NODE_NAME.fullmatch(node)})
+    with nodelocks.for_server(api.auth.server).shared(nodes):
+        return _run_groups(api, groups, what=what, watch=watch)
+
+
+def _run_groups(
+    api: kr8s.Api,
+    groups: Mapping[str, PodGroup[Any]],
+    *,
+    what: str,
+    watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None,
+) -> dict[str, dict[Any, PodOutcome]]:
+    started = time.monotonic()
+    # (group, key): the pod's (namespace, name); created in the groups' order (the scheduler queues pods
+    # of one node that do not fit yet, roughly first come first served).
+    pods = {(g, k): (grp.namespace, str(m["metadata"]["name"])) for g, grp in groups.items() for k, (_, m) in grp.pods.items()}
+    manifests = [m for grp in groups.values() for _, m in grp.pods.values()]
+    if not pods:
+        return {g: {} for g in groups}
+    concurrently(lambda manifest: Pod(dict(manifest), api=api).create(), manifests)
+    namespaces = sorted({grp.namespace for grp in groups.values()})
+    timeout = max(grp.timeout for grp in groups.values())
+    say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {timeout:.0f}s")
+    run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for m in manifests}
+    selector = {RUN_LABEL: next(iter(run_ids))} if len(run_ids) == 1 and "" not in run_ids else {MANAGED_BY_LABEL: MANAGED_BY}
+
+    def listed() -> dict[tuple[str, str], PodState]:
+        # One request per look, whatever the number of namespaces: the run's pods, everywhere.
+        found = (api.get("pods", namespace=namespaces[0]) if len(namespaces) == 1
+                 else api.get("pods", namespace=kr8s.ALL, label_selector=selector))
+        return {(str(p.namespace), str(p.name)): pod_state(p.raw) for p in found}
+
+    def observe() -> dict[tuple[str, str], PodState]:
+        states = listed()
         if watch is not None:
-            watch({key: states.get(name, ABSENT) for key, name in names.items()})
+            watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
         return states
 
-    refused_since: dict[str, float] = {}
+    refused_since: dict[tuple[str, Any], float] = {}
 
-    def settled(key: K, st: PodState) -> bool:
-        if st.finished or (bound_is_final and st.node):
+    def settled(key: tuple[str, Any], st: PodState) -> bool:
+        grp = groups[key[0]]
+        if st.finished or (grp.bound_is_final and st.node):
             return True
         if st.unschedulable is None:
-            refused_since.pop(names[key], None)
+            refused_since.pop(key, None)
             return False
-        first = refused_since.setdefault(names[key], time.monotonic())
+        first = refused_since.setdefault(key, time.monotonic())
         if time.monotonic() - first < REFUSAL_SETTLE_S:
             return False
-        return unschedulable_is_final(key, st.unschedulable) if callable(unschedulable_is_final) else unschedulable_is_final
+        final = grp.unschedulable_is_final
+        return final(key[1], st.unschedulable) if callable(final) else final
 
-    def undecided(states: Mapping[str, PodState]) -> list[str]:
-        return [n for k, n in names.items() if not settled(k, states.get(n, ABSENT))]
+    def undecided(states: Mapping[tuple[str, str], PodState]) -> list[tuple[str, str]]:
+        return [ref for key, ref in pods.items() if not settled(key, states.get(ref, ABSENT))]
 
-    def summary(states: Mapping[str, PodState]) -> str:
+    def summary(states: Mapping[tuple[str, str], PodState]) -> str:
         left = undecided(states)
-        shown = ", ".join(f"{n}={states.get(n, ABSENT).phase}" for n in left[:10])
-        return f"{len(names) - len(left)}/{len(names)} settled; waiting for: {shown}"
+        shown = ", ".join(f"{ns}/{n}={states.get((ns, n), ABSENT).phase}" for ns, n in left[:10])
+        return f"{len(pods) - len(left)}/{len(pods)} settled; waiting for: {shown}"
 
     try:
         states = wait_for(observe, lambda st: not undecided(st), what=f"{what} pods to finish",
@@ -348,30 +393,29 @@ def _run_pods(
     except WaitTimeout as exc:
         # Not every pod was decided in time: return what we saw; callers treat undecided pods as errors.
         states = exc.last or {}
-    events = events_by_object(api, namespace)
+    events = {ns: events_by_object(api, ns) for ns in namespaces}
 
-    def logs_of(key: K) -> tuple[dict[str, str], str | None]:
-        state = states.get(names[key], ABSENT)
-        containers = [c["name"] for c in pods[key][1]["spec"]["containers"]]
-        return (pod_logs(api, namespace, names[key], containers)
-                if state.phase in ("Succeeded", "Failed", "Running") else ({}, None))
+    def logs_of(key: tuple[str, Any]) -> tuple[dict[str, str], str | None]:
+        ns, name = pods[key]
+        containers = [c["name"] for c in groups[key[0]].pods[key[1]][1]["spec"]["containers"]]
+        return (pod_logs(api, ns, name, containers)
+                if states.get((ns, name), ABSENT).phase in ("Succeeded", "Failed", "Running") else ({}, None))
 
     all_logs = dict(zip(pods, concurrently(logs_of, list(pods), ok=lambda got: got[1] is None), strict=True))
-    outcomes: dict[K, PodOutcome] = {}
-    for key, (node, manifest) in pods.items():
-        name = names[key]
-        state = states.get(name, ABSENT)
+    out: dict[str, dict[Any, PodOutcome]] = {g: {} for g in groups}
+    for key, (ns, name) in pods.items():
+        node, manifest = groups[key[0]].pods[key[1]]
+        state = states.get((ns, name), ABSENT)
         logs, logs_error = all_logs[key]
-        outcomes[key] = PodOutcome(node=node, pod=name, namespace=namespace, state=state, settled=settled(key, state),
-                                   logs_error=logs_error, container_logs=logs, events=tuple(events.get(name, [])),
-                                   spec=manifest)
-    done = sum(o.settled for o in outcomes.values())
-    say(f"{what}: {done}/{len(outcomes)} pod(s) settled in {time.monotonic() - started:.1f}s")
-    return outcomes
+        out[key[0]][key[1]] = PodOutcome(node=node, pod=name, namespace=ns, state=state, settled=settled(key, state),
+                                         logs_error=logs_error, container_logs=logs,
+                                         events=tuple(events[ns].get(name, [])), spec=manifest)
+    done = sum(o.settled for g in out.values() for o in g.values())
+    say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s")
+    return out
 
 
-def run_per_node(
-    api: kr8s.Api,
+def per_node_group(
     workload: str,
     nodes: Sequence[str],
     *,
@@ -383,9 +427,8 @@ def run_per_node(
     tolerations: list[dict[str, str]] | None = None,
     extra: Mapping[str, Any] | None = None,
     allocatable: Mapping[str, int] | None = None,
-    watch: Callable[[Mapping[str, PodState]], None] | None = None,
-) -> dict[str, PodOutcome]:
-    """One pod of `workload` pinned to each node (GPU count fixed or per node), all settled together.
+) -> PodGroup[str]:
+    """One pod of `workload` pinned to each node (GPU count fixed or per node), keyed by node.
 
     With `allocatable` (per node), a pod refused for Insufficient nvidia.com/gpu that could fit
     once other pods release their GPUs is waited for; without it every refusal is final.
@@ -403,4 +446,16 @@ def run_per_node(
         count = gpus if isinstance(gpus, int) else gpus[node]
         return count > allocatable.get(node, 0)
 
-    return run_pods(api, pods, namespace=namespace, what=workload, timeout=timeout, unschedulable_is_final=final, watch=watch)
+    return PodGroup(workload, namespace, pods, timeout, unschedulable_is_final=final)
+
+
+def run_per_node(
+    api: kr8s.Api,
+    workload: str,
+    nodes: Sequence[str],
+    *,
+    watch: Callable[[Mapping[str, PodState]], None] | None = None,
+    **group: Any,
+) -> dict[str, PodOutcome]:
+    """Run `per_node_group(workload, nodes, **group)` and wait until every pod settles."""
+    return run_group(api, per_node_group(workload, nodes, **group), watch)
