@@ -82,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--gate", choices=GATES, default="standard", help="the suite's gate (default standard)")
     bn.add_argument("--write-readme", type=Path, metavar="README", help="replace the benchmark section of this README")
     bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports and logs under DIR")
+    fm = simsub.add_parser("faults", help="run the suite under bad input and cluster faults; print the fault matrix",
+                           description="On a simulated cluster of its own: bad kubeconfigs and profiles, stopped "
+                                       "control-plane processes, a restarted API server, signals mid-run and HTTP faults "
+                                       "(5xx, 429 with Retry-After, late, cut-off and dropped answers). Each row must end "
+                                       "with its documented exit code and line, no traceback and nothing left behind.")
+    fm.add_argument("--write-readme", type=Path, metavar="README", help="replace the fault matrix section of this README")
     rb = simsub.add_parser("reboot", help="reboot a simulated node (its scenario's `recovery` says how it comes back)")
     rb.add_argument("node")
     rb.add_argument("--kubeconfig", type=Path, help="the simulated cluster's kubeconfig (default: the one in --state-dir)")
@@ -155,6 +161,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.profile:
         profiles.load(Path(args.profile))  # a bad profile is a usage error (exit 2) before anything runs
     previous = _load_baseline(args.baseline) if args.baseline else None
+    _check_selected_ids(extra)
     connect(target)  # fail fast with one line when the cluster is unreachable
     report_dir = Path(args.report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -190,6 +197,21 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     redaction.register_kubeconfig(target.kubeconfig)
     redaction.scrub_dir(report_dir)  # whatever the report plugins wrote on their own (captured output, tracebacks)
     return _verdict(code, summary, report_dir, previous, args.baseline)
+
+
+REQUIREMENT_ID = re.compile(r"\b[A-Z][A-Z0-9]*-[A-Z][A-Z0-9]*-\d{3}\b")
+
+
+def _check_selected_ids(extra: Sequence[str]) -> None:
+    """Requirement ids named in -k must exist: a typo would otherwise select nothing (or less) silently."""
+    from gpu_conformance import catalogue
+
+    expressions = [extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "-k"] + [a[2:] for a in extra if a.startswith("-k") and len(a) > 2]
+    known = catalogue.load()
+    unknown = sorted({m for e in expressions for m in REQUIREMENT_ID.findall(e) if m not in known})
+    if unknown:
+        raise ConfigError(f"-k names unknown requirement id(s) {', '.join(unknown)}; "
+                          f"the catalogue has {', '.join(sorted(known.by_id))}")
 
 
 def _load_baseline(path: Path) -> Summary:
@@ -233,6 +255,8 @@ def _verdict(pytest_code: int, summary: Path, report_dir: Path, baseline: Summar
     regressions = _compare_baseline(doc, summary, baseline, baseline_path) if baseline is not None else 0
     print(f"   reports: {report_dir}/ (report.html, junit.xml, allure-results/, summary.json, {AI_FILE})")
     if pytest_code == pytest_exit("INTERRUPTED"):
+        print("gpu-conformance: error: interrupted; the results above are incomplete and are not a verdict",
+              file=sys.stderr)
         return int(ExitCode.INFRASTRUCTURE)
     if totals["failed"] or regressions > 0:
         return int(ExitCode.CONFORMANCE_FAILURE)
@@ -326,6 +350,10 @@ def _sim(args: argparse.Namespace) -> int:
         if not sizes or min(sizes) < 1:
             raise ConfigError("--nodes needs at least one size of 1 or more")
         return bench.main(sizes, args.gate, [], args.write_readme, args.keep)
+    if args.sim_command == "faults":
+        from gpu_conformance.sim import faults
+
+        return faults.main(args.write_readme)
     if args.sim_command == "reboot":
         state = sim.state() if args.kubeconfig is None else None
         return _reboot(args.node, args.kubeconfig or (state.kubeconfig if state else None))

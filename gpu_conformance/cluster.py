@@ -11,7 +11,9 @@ from typing import Any
 import httpx
 import kr8s
 
+from gpu_conformance import transport
 from gpu_conformance.errors import ClusterUnreachable, ConfigError
+from gpu_conformance.waiting import with_retries
 from gpu_conformance.yamlload import read_yaml
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -140,12 +142,15 @@ def validate_kubeconfig(path: Path, context: str | None) -> str:
 
 
 def connect(target: Target) -> kr8s.Api:
-    """A kr8s API client for the target, after one call that proves the cluster answers."""
+    """A kr8s API client for the target (every request retried after transient failures, see
+    gpu_conformance.transport), after one call that proves the cluster answers."""
     try:
         # kr8s contacts the server while constructing the client (version check).
         api = kr8s.api(kubeconfig=str(target.kubeconfig), context=target.context)
         api.timeout = REQUEST_TIMEOUT_S
-        api.version()
+        # A few quick tries (a dead endpoint fails within seconds), then every request is retried.
+        with_retries(api.version, attempts=3, first_backoff=0.5, max_backoff=2.0)
+        transport.install(api)
     except kr8s.ServerError as exc:
         code = exc.response.status_code if exc.response is not None else None
         if code in (401, 403):

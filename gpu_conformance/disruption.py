@@ -28,6 +28,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # On a node the suite cordoned: the run that did it (nothing else ever uncordons a node).
 CORDONED_BY_ANNOTATION = "gpu-conformance.io/cordoned-by-run"
 TEMPLATE_FIELDS = ("node", "kubeconfig", "python")
+# The cause the API server gives for refusing any create (an eviction too) in a namespace being deleted.
+NAMESPACE_TERMINATING = ("NamespaceTerminating", "because it is being terminated")
 
 
 class PhaseFailed(Exception):
@@ -316,7 +318,11 @@ def restore_cordons(api: kr8s.Api, run_id: str | None = None) -> list[str]:
 
 
 def drain(api: kr8s.Api, node: str, timeout: float) -> str:
-    """Evict the node's pods that are neither DaemonSet pods, mirror pods nor finished; wait until they are gone."""
+    """Evict the node's pods that are neither DaemonSet pods, mirror pods nor finished; wait until they are gone.
+
+    A pod already being deleted (or in a namespace being deleted) is only waited for; an eviction a
+    PodDisruptionBudget refuses for now (429) is tried again while waiting, like `kubectl drain`.
+    """
 
     def movable() -> list[Mapping[str, Any]]:
         pods = [p.raw for p in api.get("pods", namespace=kr8s.ALL, field_selector=f"spec.nodeName={node}")]
@@ -324,17 +330,28 @@ def drain(api: kr8s.Api, node: str, timeout: float) -> str:
                 and not any(o.get("kind") == "DaemonSet" for o in p["metadata"].get("ownerReferences") or [])
                 and "kubernetes.io/config.mirror" not in (p["metadata"].get("annotations") or {})]
 
-    first = movable()
-    for raw in first:
-        ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
-        body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
-        status, text = api_call(api, "POST", ns, f"pods/{name}/eviction", timeout=30, body=body)
-        if status not in (200, 201, 404):  # 429: a PodDisruptionBudget says not now; 403: RBAC
+    evicted: set[tuple[str, str]] = set()
+
+    def evict(pods: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+        for raw in pods:
+            ns, name = raw["metadata"]["namespace"], raw["metadata"]["name"]
+            if (ns, name) in evicted or raw["metadata"].get("deletionTimestamp"):
+                continue
+            body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": name, "namespace": ns}}
+            status, text = api_call(api, "POST", ns, f"pods/{name}/eviction", timeout=30, body=body)
+            if status == 429:  # a PodDisruptionBudget (or the API server's fairness) says not now
+                continue
+            if status in (200, 201, 404) or (status == 403 and any(m in text for m in NAMESPACE_TERMINATING)):
+                evicted.add((ns, name))  # gone, going, or its namespace is being deleted with it
+                continue
             raise DisruptionError(f"drain of {node}: eviction of {ns}/{name} refused: HTTP {status} {text[:200]}")
+        return pods
+
+    first = movable()
     try:
-        wait_for(movable, lambda ps: not ps, what=f"the evicted pods to leave {node}", timeout=timeout,
-                 describe=lambda ps: ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in ps),
-                 tolerate=TRANSIENT, max_interval=1.0)
+        wait_for(lambda: evict(movable()), lambda ps: not ps, what=f"the evicted pods to leave {node}",
+                 timeout=timeout, tolerate=TRANSIENT, max_interval=1.0,
+                 describe=lambda ps: ", ".join(f"{p['metadata']['namespace']}/{p['metadata']['name']}" for p in ps))
     except WaitTimeout as exc:  # the node was never emptied: the reboot was not tried, nothing is known
         raise DisruptionError(f"drain of {node}: {exc}") from None
     return f"evicted {len(first)} pod(s)"

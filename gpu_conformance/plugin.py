@@ -19,7 +19,8 @@ import kr8s
 import pytest
 import yaml
 
-from gpu_conformance import __version__, catalogue, disruption, facts, nodelocks, recovery, redaction, reports, runner, stack, summary
+from gpu_conformance import (__version__, catalogue, disruption, facts, nodelocks, progress, recovery, redaction, reports, runner,
+                             stack, summary)
 from gpu_conformance import profile as profiles
 from gpu_conformance.catalogue import GATES, Requirement
 from gpu_conformance.cluster import NodeFacts, Target, connect, resolve_target
@@ -239,6 +240,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[SESSION_KEY] = sess
     config.stash[STARTED_KEY] = dt.datetime.now(dt.timezone.utc)
     config.pluginmanager.register(_Recorder(sess), "gpu-conformance-recorder")
+    capture = config.pluginmanager.getplugin("capturemanager")
+    if capture is not None and not _is_worker(config):  # long steps show progress through pytest's capture
+        progress.show_through(capture.global_and_fixture_disabled)
     if config.pluginmanager.hasplugin("html"):
         config.pluginmanager.register(_HtmlColumns(), "gpu-conformance-html")
 
@@ -595,6 +599,10 @@ class _Recorder:
             results.append(result)
         elif results[existing].status in ("passed", "skipped") and result.status in ("failed", "error"):
             results[existing] = result
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    progress.show_through(None)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

@@ -18,7 +18,7 @@ from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
 
 from gpu_conformance import nodelocks
 from gpu_conformance.progress import say
-from gpu_conformance.waiting import WaitTimeout, wait_for
+from gpu_conformance.waiting import WaitTimeout, status_of, wait_for, with_retries
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
 
 NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
@@ -51,11 +51,34 @@ def create_object(api: kr8s.Api, manifest: Mapping[str, Any], exist_ok: bool = F
                         plural=IRREGULAR_PLURALS.get(kind, kind.lower() + "s"))
     obj = cls(dict(manifest), api=api)
     try:
-        obj.create()
+        create(obj)
     except kr8s.ServerError as exc:
-        if not (exist_ok and exc.response is not None and exc.response.status_code == 409):
+        if not (exist_ok and status_of(exc) == 409):
             raise
     return obj
+
+
+def answer_lost(exc: BaseException) -> bool:
+    """A request that was sent, whose answer never came (the transport does not resend a POST then)."""
+    return isinstance(exc, TRANSIENT) and status_of(exc) is None
+
+
+def create(obj: APIObject) -> None:
+    """Create an object, again after its answer was lost (the transport already retries 429 and 5xx
+    answers, and connections never made). Already there (409) on a second attempt means the first
+    one got through."""
+    attempts = 0
+
+    def once() -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            obj.create()
+        except kr8s.ServerError as exc:
+            if not (attempts > 1 and status_of(exc) == 409):
+                raise
+
+    with_retries(once, retry_on=answer_lost)
 
 
 def api_call(api: kr8s.Api, method: str, namespace: str | None, url: str, timeout: float,
@@ -85,7 +108,7 @@ def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:
         },
         api=api,
     )
-    ns.create()
+    with_retries(ns.create, retry_on=answer_lost)  # generateName: a retry after a lost answer may leave a second one, swept by label
     name = str(ns.name)
     wait_for(
         lambda: [sa.name for sa in api.get("serviceaccounts", "default", namespace=name)],
@@ -201,6 +224,10 @@ class PodOutcome:
             parts.append(f"unschedulable: {st.unschedulable}")
         elif st.reason:
             parts.append(st.reason)
+        elif st.phase == "Pending" and not st.node:
+            parts.append("never placed by a scheduler (is kube-scheduler running?)")
+        elif st.phase == "Pending":
+            parts.append("placed, never started by the node (is its kubelet running?)")
         return ", ".join(parts)
 
 
@@ -321,7 +348,13 @@ def run_groups(
     watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None = None,
 ) -> dict[str, dict[Any, PodOutcome]]:
     """Run several groups of pods as one wave: created together, watched together, each pod settled by
-    its group's rules; the wait ends when all have settled or the longest group timeout has passed.
+    its group's rules and given up at its group's timeout.
+
+    A pod's clock stops while the scheduler refuses it and another live pod of the wave is on its node
+    (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there). A pod
+    given up while it runs is deleted once its state and logs are kept, so it frees its GPUs for the
+    pods queued behind it. The wait ends when every pod has settled or been given up, at the latest
+    when the busiest node's pods would all have had their timeouts one after the other.
 
     No recovery check may disrupt a node while these pods run there (node names only: a key like
     "(any selected GPU node)" names no single node).
@@ -345,10 +378,10 @@ def _run_groups(
     manifests = [m for grp in groups.values() for _, m in grp.pods.values()]
     if not pods:
         return {g: {} for g in groups}
-    concurrently(lambda manifest: Pod(dict(manifest), api=api).create(), manifests)
+    concurrently(lambda manifest: create(Pod(dict(manifest), api=api)), manifests)
     namespaces = sorted({grp.namespace for grp in groups.values()})
-    timeout = max(grp.timeout for grp in groups.values())
-    say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {timeout:.0f}s")
+    longest = max(grp.timeout for grp in groups.values())
+    say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {longest:.0f}s each")
     run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for m in manifests}
     selector = {RUN_LABEL: next(iter(run_ids))} if len(run_ids) == 1 and "" not in run_ids else {MANAGED_BY_LABEL: MANAGED_BY}
 
@@ -358,13 +391,10 @@ def _run_groups(
                  else api.get("pods", namespace=kr8s.ALL, label_selector=selector))
         return {(str(p.namespace), str(p.name)): pod_state(p.raw) for p in found}
 
-    def observe() -> dict[tuple[str, str], PodState]:
-        states = listed()
-        if watch is not None:
-            watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
-        return states
-
     refused_since: dict[tuple[str, Any], float] = {}
+    spent = dict.fromkeys(pods, 0.0)  # seconds each pod's clock has run
+    given_up: dict[tuple[str, Any], tuple[PodState, tuple[dict[str, str], str | None]]] = {}
+    last_look = [started]
 
     def settled(key: tuple[str, Any], st: PodState) -> bool:
         grp = groups[key[0]]
@@ -379,40 +409,90 @@ def _run_groups(
         final = grp.unschedulable_is_final
         return final(key[1], st.unschedulable) if callable(final) else final
 
+    def logs_of(key: tuple[str, Any], st: PodState) -> tuple[dict[str, str], str | None]:
+        ns, name = pods[key]
+        containers = [c["name"] for c in groups[key[0]].pods[key[1]][1]["spec"]["containers"]]
+        return pod_logs(api, ns, name, containers) if st.phase in ("Succeeded", "Failed", "Running") else ({}, None)
+
+    def give_up(keys: list[tuple[str, Any]], states: Mapping[tuple[str, str], PodState]) -> None:
+        """Keep what the pods showed, then delete the live ones: their GPUs go to the pods queued behind."""
+        kept = concurrently(lambda key: logs_of(key, states.get(pods[key], ABSENT)), keys, ok=lambda got: got[1] is None)
+        for key, logs in zip(keys, kept, strict=True):
+            given_up[key] = (states.get(pods[key], ABSENT), logs)
+        live = [pods[key] for key in keys if states.get(pods[key], ABSENT).phase not in ("Absent", "Succeeded", "Failed")]
+        concurrently(lambda ref: _delete_pod(api, *ref), live)
+        if live:
+            say(f"{what}: gave up on {len(live)} pod(s) still running or pending at their timeout; deleted them")
+
+    def observe() -> dict[tuple[str, str], PodState]:
+        states = listed()
+        now = time.monotonic()
+        elapsed, last_look[0] = now - last_look[0], now
+        busy = {st.node for ref, st in states.items() if st.node and not st.finished}
+        expired = []
+        for key, ref in pods.items():
+            st = states.get(ref, ABSENT)
+            if key in given_up or settled(key, st):
+                continue
+            queued = st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy
+            if not queued:
+                spent[key] += elapsed
+            if spent[key] >= groups[key[0]].timeout:
+                expired.append(key)
+        if expired:
+            give_up(expired, states)
+        if watch is not None:
+            watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
+        return states
+
     def undecided(states: Mapping[tuple[str, str], PodState]) -> list[tuple[str, str]]:
-        return [ref for key, ref in pods.items() if not settled(key, states.get(ref, ABSENT))]
+        return [ref for key, ref in pods.items() if key not in given_up and not settled(key, states.get(ref, ABSENT))]
 
     def summary(states: Mapping[tuple[str, str], PodState]) -> str:
         left = undecided(states)
         shown = ", ".join(f"{ns}/{n}={states.get((ns, n), ABSENT).phase}" for ns, n in left[:10])
-        return f"{len(pods) - len(left)}/{len(pods)} settled; waiting for: {shown}"
+        return f"{len(pods) - len(left)}/{len(pods)} settled or given up; waiting for: {shown}"
 
     try:
         states = wait_for(observe, lambda st: not undecided(st), what=f"{what} pods to finish",
-                          timeout=timeout, describe=summary, tolerate=TRANSIENT, max_interval=2.0)
+                          timeout=_longest_queue(groups), describe=summary,
+                          tolerate=TRANSIENT, max_interval=2.0)
     except WaitTimeout as exc:
-        # Not every pod was decided in time: return what we saw; callers treat undecided pods as errors.
+        # Pods still queued at the last moment: return what we saw; callers treat undecided pods as errors.
         states = exc.last or {}
     events = {ns: events_by_object(api, ns) for ns in namespaces}
-
-    def logs_of(key: tuple[str, Any]) -> tuple[dict[str, str], str | None]:
-        ns, name = pods[key]
-        containers = [c["name"] for c in groups[key[0]].pods[key[1]][1]["spec"]["containers"]]
-        return (pod_logs(api, ns, name, containers)
-                if states.get((ns, name), ABSENT).phase in ("Succeeded", "Failed", "Running") else ({}, None))
-
-    all_logs = dict(zip(pods, concurrently(logs_of, list(pods), ok=lambda got: got[1] is None), strict=True))
+    rest = [key for key in pods if key not in given_up]
+    all_logs = dict(zip(rest, concurrently(lambda key: logs_of(key, states.get(pods[key], ABSENT)), rest,
+                                           ok=lambda got: got[1] is None), strict=True))
     out: dict[str, dict[Any, PodOutcome]] = {g: {} for g in groups}
     for key, (ns, name) in pods.items():
         node, manifest = groups[key[0]].pods[key[1]]
-        state = states.get((ns, name), ABSENT)
-        logs, logs_error = all_logs[key]
-        out[key[0]][key[1]] = PodOutcome(node=node, pod=name, namespace=ns, state=state, settled=settled(key, state),
+        state, (logs, logs_error) = given_up.get(key) or (states.get((ns, name), ABSENT), all_logs[key])
+        out[key[0]][key[1]] = PodOutcome(node=node, pod=name, namespace=ns, state=state,
+                                         settled=key not in given_up and settled(key, state),
                                          logs_error=logs_error, container_logs=logs,
                                          events=tuple(events[ns].get(name, [])), spec=manifest)
     done = sum(o.settled for g in out.values() for o in g.values())
     say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s")
     return out
+
+
+def _longest_queue(groups: Mapping[str, PodGroup[Any]]) -> float:
+    """The longest a wave can take: per node, its pods one after the other, each to its timeout."""
+    per_node: dict[str, float] = {}
+    for grp in groups.values():
+        for node, _ in grp.pods.values():
+            per_node[node] = per_node.get(node, 0.0) + grp.timeout
+    return max(per_node.values())
+
+
+def _delete_pod(api: kr8s.Api, namespace: str, name: str) -> None:
+    """Delete a pod with a one-second grace period (not forced: its kubelet must free its devices before
+    the scheduler hands them on); gone already is fine."""
+    try:
+        Pod({"metadata": {"name": name, "namespace": namespace}}, api=api).delete(grace_period=1)
+    except kr8s.NotFoundError:
+        pass
 
 
 def per_node_group(

@@ -1,11 +1,16 @@
-"""The one waiting helper: tenacity-based polling whose timeout shows what was last observed."""
+"""The one waiting helper (tenacity-based polling whose timeout shows what was last observed), and the
+retry policy for API calls that failed for transient reasons (applied to every request by
+gpu_conformance.transport; with_retries for calls whose retry needs its own rules)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from tenacity import RetryError, Retrying, retry_if_exception_type, retry_if_result, stop_after_delay, wait_exponential
+import httpx
+import kr8s
+from tenacity import (RetryCallState, RetryError, Retrying, retry_if_exception, retry_if_exception_type, retry_if_result,
+                      stop_after_attempt, stop_after_delay, wait_exponential, wait_random)
 
 T = TypeVar("T")
 
@@ -78,3 +83,59 @@ def wait_for(
             recent = [f"(could not list events: {exc})"]
         raise WaitTimeout(what, timeout, value, text, recent, last_error[0] if last_error else None) from None
     return last[0]
+
+
+# Answers that a later identical request may not get: throttling (API priority and fairness) and
+# server-side trouble. 401/403/404/409/422 are answers, not weather: never retried.
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+# The longest Retry-After the suite honours (a larger one is cut to this).
+MAX_RETRY_AFTER_S = 30.0
+
+
+def status_of(exc: BaseException) -> int | None:
+    """The HTTP status of a failed API call (kr8s.ServerError, httpx.HTTPStatusError), else None."""
+    response = getattr(exc, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether the same request may succeed if sent again: connection trouble, timeouts, 429 and 5xx."""
+    if isinstance(exc, (httpx.TransportError, kr8s.APITimeoutError)):
+        return True
+    return status_of(exc) in RETRY_STATUS
+
+
+def retry_after(failure: BaseException | httpx.Response | None) -> float | None:
+    """The server's Retry-After in seconds (capped), where the failed answer carried one."""
+    response = failure if isinstance(failure, httpx.Response) else getattr(failure, "response", None)
+    value = response.headers.get("Retry-After") if response is not None else None
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to backoff
+
+
+def backoff_wait(first_backoff: float, max_backoff: float) -> Callable[[RetryCallState], float]:
+    """tenacity wait: the server's Retry-After when the last answer gave one, else bounded exponential
+    backoff with up to a second of jitter."""
+    backoff = wait_exponential(multiplier=first_backoff, max=max_backoff) + wait_random(0, 1)
+
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        told = None
+        if outcome is not None:
+            told = retry_after(outcome.exception() if outcome.failed else outcome.result())
+        return told if told is not None else backoff(state)
+
+    return wait
+
+
+def with_retries(call: Callable[[], T], *, attempts: int = 6, first_backoff: float = 0.5, max_backoff: float = 10.0,
+                 sleep: Callable[[float], None] | None = None,
+                 retry_on: Callable[[BaseException], bool] = is_transient) -> T:
+    """`call()`, again after failures `retry_on` accepts (transient ones by default): after the server's
+    Retry-After when it gave one, else bounded exponential backoff with jitter; the last failure is raised."""
+    extra = {"sleep": sleep} if sleep is not None else {}
+    retrying = Retrying(stop=stop_after_attempt(attempts), wait=backoff_wait(first_backoff, max_backoff),
+                        retry=retry_if_exception(retry_on), reraise=True, **extra)
+    return retrying(call)

@@ -19,6 +19,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "gpu-conformance"
 WORKLOAD_LABEL = "gpu-conformance.io/workload"
 RUN_LABEL = "gpu-conformance.io/run-id"
+# On pods that run for a set time (loads, holds): how long, as a Go duration ("66s").
+RUNS_FOR_ANNOTATION = "gpu-conformance.io/runs-for"
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists"}
 _MAX_NAME = 253
 

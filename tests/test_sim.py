@@ -1,5 +1,6 @@
 """The simulated cluster is a real control plane: the scheduler decides, kwok plays the kubelets."""
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -119,3 +120,64 @@ def test_a_port_taken_between_picking_and_binding_means_a_fresh_start(tmp_path: 
     finally:
         sim.down(quiet=True)
         taken.close()
+
+
+def test_a_wave_of_groups_is_decided_together_each_by_its_own_rules(sim_api: kr8s.Api) -> None:
+    """runner.run_groups: three groups in two namespaces, one wait. A tolerating vector-add runs; an
+    untolerating pod is refused for good; two whole-node pods queue on the node and run one after the
+    other, each for as long as it says it runs (the simulated kubelet honours the annotation)."""
+    node, hold_s = "wave-gpu-1", 3
+    first, second = (runner.create_namespace(sim_api, purpose, "projtest") for purpose in ("wave-a", "wave-b"))
+    try:
+        groups = {
+            "vector-add": runner.per_node_group("vector-add", [node], namespace=first, run_id="projtest", timeout=60,
+                                                tolerations=[GPU_TOLERATION], allocatable={node: 2}),
+            "untolerated": runner.per_node_group("isolation-nogpu", [node], namespace=second, run_id="projtest",
+                                                 timeout=60, tolerations=[]),
+            "hold": runner.PodGroup("hold", second, {v: (node, render(
+                "gpu-hold", namespace=second, node=node, run_id="projtest", gpus=2, tolerations=[GPU_TOLERATION],
+                extra={"hold_s": hold_s}, variant=v)[0]) for v in ("a", "b")}, timeout=60, unschedulable_is_final=False),
+        }
+        out = runner.run_groups(sim_api, groups, what="wave test")
+    finally:
+        runner.delete_namespace(sim_api, first)
+        runner.delete_namespace(sim_api, second)
+    added = out["vector-add"][node]
+    assert added.settled and added.succeeded and "Test PASSED" in added.logs
+    refused = out["untolerated"][node]
+    assert refused.settled and refused.state.unschedulable and "untolerated taint" in refused.state.unschedulable
+    a, b = out["hold"]["a"], out["hold"]["b"]
+    assert a.settled and b.settled, (a.describe(), b.describe())
+    assert a.succeeded and b.succeeded, (a.describe(), b.describe())
+    assert runner.ran_together(a.state, b.state) is False
+    for pod in (a, b):
+        assert pod.state.started_at and pod.state.finished_at
+        took = dt.datetime.fromisoformat(pod.state.finished_at) - dt.datetime.fromisoformat(pod.state.started_at)
+        assert took.total_seconds() >= hold_s - 1  # one-second timestamps
+
+
+def test_a_wave_gives_up_a_hung_pod_and_its_gpus_go_to_the_pods_queued_behind(sim_api: kr8s.Api) -> None:
+    """runner.run_groups: a vector-add that never ends holds one of two GPUs; whole-node pods queue
+    behind it without spending their own timeout. At its timeout the hung pod is kept as evidence
+    (Running, logs read), deleted, and the queued pods then run one after the other."""
+    node = "wave-gpu-2"
+    namespace = runner.create_namespace(sim_api, "wave-hung", "projtest")
+    try:
+        groups = {
+            "hung": runner.per_node_group("vector-add", [node], namespace=namespace, run_id="projtest", timeout=4,
+                                          allocatable={node: 2}),
+            "hold": runner.PodGroup("hold", namespace, {v: (node, render(
+                "gpu-hold", namespace=namespace, node=node, run_id="projtest", gpus=2,
+                extra={"hold_s": 2}, variant=v)[0]) for v in ("a", "b")}, timeout=5, unschedulable_is_final=False),
+        }
+        out = runner.run_groups(sim_api, groups, what="hung wave test")
+        left = {p.name for p in sim_api.get("pods", namespace=namespace)}
+    finally:
+        runner.delete_namespace(sim_api, namespace)
+    hung = out["hung"][node]
+    assert not hung.settled and hung.state.phase == "Running"
+    assert "Vector addition" in hung.logs, "the given-up pod's log is kept"
+    assert hung.pod not in left, "the given-up pod was deleted"
+    a, b = out["hold"]["a"], out["hold"]["b"]
+    assert a.settled and b.settled and a.succeeded and b.succeeded, (a.describe(), b.describe())
+    assert runner.ran_together(a.state, b.state) is False

@@ -24,7 +24,7 @@ import yaml
 
 from gpu_conformance.errors import SimError
 from gpu_conformance.progress import say
-from gpu_conformance.sim import binaries
+from gpu_conformance.sim import binaries, matrix
 from gpu_conformance.sim.control_plane import SimCluster, audited_requests
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario, Taint
 from gpu_conformance.workloads import GPU_TOLERATION, render
@@ -172,12 +172,7 @@ def machine() -> str:
 
 
 def write_readme(readme: Path, text: str) -> None:
-    doc = readme.read_text()
-    if README_BEGIN not in doc or README_END not in doc:
-        raise SimError(f"{readme}: no {README_BEGIN} ... {README_END} section to replace")
-    head, rest = doc.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{tail}")
+    matrix.write_section(readme, README_BEGIN, README_END, text)
 
 
 def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | None, keep: Path | None) -> int:

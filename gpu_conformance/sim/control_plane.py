@@ -669,6 +669,29 @@ class SimCluster:
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: _pid_is(pid, st.binaries[name]), lambda alive: not alive, what=f"{name} to die", timeout=STOP_GRACE_S)
 
+    def stop_process(self, name: str) -> None:
+        """Stop one process of the running cluster (a fault on purpose); start_process brings it back."""
+        st = self.state()
+        if st is None or name not in st.pids:
+            raise SimError(f"no running simulated cluster with a {name} process in {self.state_dir}")
+        self._stop_pid(name, st)
+        proc = _CHILDREN.pop(st.pids[name], None)
+        if proc is not None:
+            proc.poll()
+        _say(f"stopped {name}")
+
+    def start_process(self, name: str) -> None:
+        """Start one process of the cluster again, with the arguments and ports it had; wait until healthy."""
+        st = self.state()
+        if st is None or name not in st.pids:
+            raise SimError(f"no simulated cluster with a {name} process in {self.state_dir}")
+        if _pid_is(st.pids[name], st.binaries[name]):
+            return
+        st.pids[name] = _start(name, self._argv(name, st), self.state_dir)
+        st.save()
+        self._wait_process(name, st)
+        _say(f"started {name} again (pid {st.pids[name]})")
+
     def down(self, quiet: bool = False, keep_logs: bool = False) -> bool:
         """Stop every process `up` started (by PID) and remove the state; True if anything was running."""
         st = self.state()

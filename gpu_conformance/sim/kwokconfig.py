@@ -14,7 +14,7 @@ import yaml
 from gpu_conformance.sim.outputs import behaviour
 from gpu_conformance.sim.scenario import CONTAINERS, KNOWN_WORKLOADS, NodeSpec
 # kwok serves logs by pod name: the simulator keys them on the names the suite gives its pods.
-from gpu_conformance.workloads import WORKLOAD_LABEL, pod_name
+from gpu_conformance.workloads import RUNS_FOR_ANNOTATION, WORKLOAD_LABEL, pod_name
 
 NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
 POD_CIDR = "239.255.0.1/16"
@@ -81,7 +81,10 @@ def _complete_stage(name: str, exit_code: int, extra: list[dict[str, Any]], dela
         reason="Completed" if exit_code == 0 else "Error",
         phase="Succeeded" if exit_code == 0 else "Failed",
     )
-    return _pod_stage(name, [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra], template, delay_ms)
+    stage = _pod_stage(name, [_NOT_DELETING, _RUNNING, _RUN_TO_COMPLETION, *extra], template, delay_ms)
+    # A pod that says how long it runs (RUNS_FOR_ANNOTATION) completes after that long, as its command would.
+    stage["spec"]["delay"]["durationFrom"] = {"jq": {"expression": f'.metadata.annotations["{RUNS_FOR_ANNOTATION}"]'}}
+    return stage
 
 
 def _not_ready_stage(initialize: dict[str, Any]) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from gpu_conformance import catalogue
+from gpu_conformance.errors import SimError
 from gpu_conformance.sim import scenario as scenarios
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, Scenario
 
@@ -105,11 +106,19 @@ def table(results: Sequence[tuple[Scenario, Verdict]]) -> str:
     return "\n".join([head, rule, *rows]) + "\n" + foot
 
 
+def write_section(readme: Path, begin: str, end: str, text: str) -> None:
+    """Replace what stands between two marker lines of the README (a generated table)."""
+    doc = readme.read_text()
+    if begin not in doc or end not in doc:
+        raise SimError(f"{readme}: no {begin} ... {end} section to replace")
+    head, rest = doc.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+
+
 def write_readme(readme: Path, text: str) -> None:
     """Replace the matrix between its markers in the README."""
-    doc = readme.read_text()
-    start, end = doc.index(README_START) + len(README_START), doc.index(README_END)
-    readme.write_text(doc[:start] + "\n" + text + "\n" + doc[end:])
+    write_section(readme, README_START, README_END, text)
 
 
 def main(kubeconfig: Path | None, jobs: int, readme: Path | None) -> int:
