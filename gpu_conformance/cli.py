@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
                                        "(5xx, 429 with Retry-After, late, cut-off and dropped answers). Each row must end "
                                        "with its documented exit code and line, no traceback and nothing left behind.")
     fm.add_argument("--write-readme", type=Path, metavar="README", help="replace the fault matrix section of this README")
+    fm.add_argument("--only", metavar="TEXT", help="only the rows whose fault contains TEXT (case-insensitive)")
     rb = simsub.add_parser("reboot", help="reboot a simulated node (its scenario's `recovery` says how it comes back)")
     rb.add_argument("node")
     rb.add_argument("--kubeconfig", type=Path, help="the simulated cluster's kubeconfig (default: the one in --state-dir)")
@@ -353,7 +354,12 @@ def _sim(args: argparse.Namespace) -> int:
     if args.sim_command == "faults":
         from gpu_conformance.sim import faults
 
-        return faults.main(args.write_readme)
+        if args.only and args.write_readme:
+            raise ConfigError("--only and --write-readme do not go together: the README keeps the whole matrix")
+        cases = [c for c in faults.CASES if not args.only or args.only.lower() in c.fault.lower()]
+        if not cases:
+            raise ConfigError(f"--only {args.only!r} matches no row of the fault matrix")
+        return faults.main(args.write_readme, cases)
     if args.sim_command == "reboot":
         state = sim.state() if args.kubeconfig is None else None
         return _reboot(args.node, args.kubeconfig or (state.kubeconfig if state else None))

@@ -17,6 +17,7 @@ from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (p
 from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
 
 from gpu_conformance import nodelocks
+from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, status_of, wait_for, with_retries
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
@@ -108,7 +109,10 @@ def create_namespace(api: kr8s.Api, purpose: str, run_id: str) -> str:
         },
         api=api,
     )
-    with_retries(ns.create, retry_on=answer_lost)  # generateName: a retry after a lost answer may leave a second one, swept by label
+    # generateName: the server picks the name, and answers 409 AlreadyExists where its pick is taken (a
+    # collision it did not retry itself); asking again gets a fresh name. A retry after a lost answer may
+    # leave a second namespace, swept by label at cleanup.
+    with_retries(ns.create, retry_on=lambda exc: answer_lost(exc) or status_of(exc) == 409)
     name = str(ns.name)
     wait_for(
         lambda: [sa.name for sa in api.get("serviceaccounts", "default", namespace=name)],
@@ -148,6 +152,7 @@ class PodState:
     started_at: str | None = None
     finished_at: str | None = None
     node: str | None = None  # where the scheduler bound it
+    deleting: bool = False  # deletion asked for; the pod is going (or stuck Terminating on a dead node)
 
     @property
     def finished(self) -> bool:
@@ -186,7 +191,8 @@ def pod_state(raw: Mapping[str, Any]) -> PodState:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
             unschedulable = str(cond.get("message", "Unschedulable"))
     node = (raw.get("spec", {}) or {}).get("nodeName")
-    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason, started, finished, node)
+    deleting = bool((raw.get("metadata", {}) or {}).get("deletionTimestamp"))
+    return PodState(str(status.get("phase", "Unknown")), exit_code, unschedulable, reason, started, finished, node, deleting)
 
 
 @dataclass(frozen=True)
@@ -378,18 +384,30 @@ def _run_groups(
     manifests = [m for grp in groups.values() for _, m in grp.pods.values()]
     if not pods:
         return {g: {} for g in groups}
-    concurrently(lambda manifest: create(Pod(dict(manifest), api=api)), manifests)
     namespaces = sorted({grp.namespace for grp in groups.values()})
-    longest = max(grp.timeout for grp in groups.values())
-    say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {longest:.0f}s each")
     run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for m in manifests}
-    selector = {RUN_LABEL: next(iter(run_ids))} if len(run_ids) == 1 and "" not in run_ids else {MANAGED_BY_LABEL: MANAGED_BY}
+    selector = f"{RUN_LABEL}={next(iter(run_ids))}" if len(run_ids) == 1 and "" not in run_ids else f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+    # One watch, whatever the number of namespaces: the namespace's pods, or the run's pods everywhere.
+    with PodWatch(api, namespaces[0], None, pod_state) if len(namespaces) == 1 else PodWatch(api, None, selector, pod_state) as pw:
+        concurrently(lambda manifest: create(Pod(dict(manifest), api=api)), manifests)
+        longest = max(grp.timeout for grp in groups.values())
+        say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {longest:.0f}s each")
+        return _follow(api, groups, pods, namespaces, pw, what=what, watch=watch, started=started)
 
-    def listed() -> dict[tuple[str, str], PodState]:
-        # One request per look, whatever the number of namespaces: the run's pods, everywhere.
-        found = (api.get("pods", namespace=namespaces[0]) if len(namespaces) == 1
-                 else api.get("pods", namespace=kr8s.ALL, label_selector=selector))
-        return {(str(p.namespace), str(p.name)): pod_state(p.raw) for p in found}
+
+def _follow(
+    api: kr8s.Api,
+    groups: Mapping[str, PodGroup[Any]],
+    pods: Mapping[tuple[str, Any], tuple[str, str]],
+    namespaces: Sequence[str],
+    pw: PodWatch[PodState],
+    *,
+    what: str,
+    watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None,
+    started: float,
+) -> dict[str, dict[Any, PodOutcome]]:
+    """Wait for the wave's pods (see run_groups), then collect their evidence."""
+    listed = pw.states
 
     refused_since: dict[tuple[str, Any], float] = {}
     spent = dict.fromkeys(pods, 0.0)  # seconds each pod's clock has run
@@ -428,7 +446,9 @@ def _run_groups(
         states = listed()
         now = time.monotonic()
         elapsed, last_look[0] = now - last_look[0], now
-        busy = {st.node for ref, st in states.items() if st.node and not st.finished}
+        # A node is busy while one of the wave's pods holds it; not a deleted pod that is slow to go (a
+        # dead node never confirms it), or the pods queued behind it would wait for the wave's hard cap.
+        busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting}
         expired = []
         for key, ref in pods.items():
             st = states.get(ref, ABSENT)

@@ -188,7 +188,8 @@ def test_every_shipped_object_is_labelled_and_least_privilege() -> None:
     base = next(o for o in _docs("rbac.yaml") if o["kind"] == "ClusterRole")
     verbs = {(res, v) for r in base["rules"] for res in r["resources"] for v in r["verbs"]}
     assert not any("*" in (res, v) for res, v in verbs)
-    assert {v for _, v in verbs} <= {"get", "list", "create", "delete"}  # never update, patch, escalate, bind
+    assert {v for _, v in verbs} <= {"get", "list", "watch", "create", "delete"}  # never update, patch, escalate, bind
+    assert {res for res, v in verbs if v == "watch"} == {"pods"}
     assert {res for res, v in verbs if v == "delete"} == {"namespaces"}  # the disruptive role deletes pods
     disruptive = next(o for o in _docs("opt-in/rbac-disruptive.yaml") if o["kind"] == "ClusterRole")
     assert {(res, v) for r in disruptive["rules"] for res in r["resources"] for v in r["verbs"]} == {

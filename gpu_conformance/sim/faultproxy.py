@@ -24,6 +24,8 @@ from typing import Any
 import httpx
 import yaml
 
+# Watch requests: streamed through as their events come.
+WATCH = re.compile(r"[?&]watch=(true|1)(&|$)")
 # Request headers passed on to kube-apiserver (never an Authorization: the proxy has its own identity).
 FORWARDED = ("Content-Type", "Accept", "User-Agent")
 
@@ -38,6 +40,8 @@ class Fault:
     times: int
     after: int = 0
     status: int | None = None  # answer this status (a Kubernetes Status body) instead of forwarding
+    reason: str = ""  # the Status body's reason (e.g. AlreadyExists) and message, where they matter
+    message: str = ""
     retry_after: int | None = None
     delay_s: float = 0.0  # forward, but answer this much later
     cut: bool = False  # forward, send the headers and half the body, close the connection
@@ -102,9 +106,10 @@ class FaultProxy:
         return self._client.request(method, self.upstream + path, headers=headers, content=body or None)
 
 
-def _status_body(code: int) -> bytes:
-    return json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
-                       "message": f"fault injected by the gpu-conformance fault proxy (HTTP {code})"}).encode()
+def _status_body(code: int, reason: str = "", message: str = "") -> bytes:
+    status = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code,
+              "message": message or f"fault injected by the gpu-conformance fault proxy (HTTP {code})"}
+    return json.dumps({**status, "reason": reason} if reason else status).encode()
 
 
 def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
@@ -132,6 +137,26 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             except OSError:
                 pass
 
+        def _stream(self, headers: dict[str, str], cut: bool) -> None:
+            """A watch: its events passed on as they come (chunked); with `cut`, the connection is closed
+            after the first event, as a load balancer dropping a long request would."""
+            try:
+                with proxy._client.stream("GET", proxy.upstream + self.path, headers=headers, timeout=None) as resp:
+                    self.send_response(resp.status_code)
+                    self.send_header("Content-Type", resp.headers.get("Content-Type", "application/json"))
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for line in resp.iter_lines():
+                        data = (line + "\n").encode()
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                        self.wfile.flush()
+                        if cut:
+                            self._close()
+                            return
+                    self.wfile.write(b"0\r\n\r\n")
+            except (httpx.HTTPError, OSError):
+                self._close()
+
         def _handle(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else b""
@@ -141,11 +166,14 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             if fault is not None and fault.status is not None:
                 extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                self._answer(fault.status, _status_body(fault.status), {"Content-Type": "application/json", **extra})
+                self._answer(fault.status, _status_body(fault.status, fault.reason, fault.message), {"Content-Type": "application/json", **extra})
                 return
             if fault is not None and fault.delay_s:
                 time.sleep(fault.delay_s)
             headers = {k: v for k in FORWARDED if (v := self.headers.get(k))}
+            if WATCH.search(self.path):
+                self._stream(headers, cut=fault is not None and fault.cut)
+                return
             try:
                 resp = proxy.forward(self.command, self.path, headers, body)
             except httpx.HTTPError as exc:

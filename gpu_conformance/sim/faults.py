@@ -207,6 +207,15 @@ def _through_proxy(name: str, *faults: Fault) -> Callable[[Context], Observed]:
     return cause
 
 
+WATCHES = r"^GET /api/v1/(namespaces/[^/]+/)?pods\?.*watch=true"
+
+
+def _collision(times: int) -> Fault:
+    """The suite's namespace creations answered as a generateName collision the server did not resolve."""
+    return Fault("409", r"^POST /api/v1/namespaces$", times=times, status=409, reason="AlreadyExists",
+                 message='namespaces "gc-taken" already exists')
+
+
 PASSED, FAILED, USAGE, INFRA = 0, 1, 2, 3
 VERDICT = r"== gpu-conformance \(smoke gate\): \d+ passed, 0 failed, 0 error"
 UNDECIDED = r"== gpu-conformance \(smoke gate\): \d+ passed, 0 failed, [1-9]\d* error"
@@ -252,6 +261,16 @@ CASES: tuple[Case, ...] = (
          _through_proxy("cut", Fault("cut", r"^GET /api/v1/", times=5, after=5, cut=True))),
     Case("3 connections dropped without an answer", "pass: reads retried", (PASSED,), VERDICT,
          _through_proxy("drop", Fault("drop", r"^GET /api/v1/", times=3, after=8, drop=True))),
+    Case("pod watch streams cut after their first event, 5 times", "pass: the watch resumed", (PASSED,), VERDICT,
+         _through_proxy("watch-cut", Fault("cut", WATCHES, times=5, cut=True))),
+    Case("pod watch answers 410 Gone (resourceVersion too old), 3 times", "pass: listed again", (PASSED,), VERDICT,
+         _through_proxy("watch-gone", Fault("410", WATCHES, times=3, status=410, reason="Expired"))),
+    Case("pod watch forbidden (403: no watch verb)", "pass: a list on every look", (PASSED,), VERDICT,
+         _through_proxy("watch-forbidden", Fault("403", WATCHES, times=10**6, status=403, reason="Forbidden"))),
+    Case("namespace name collision on the first 2 creations (409 AlreadyExists)", "pass: a fresh name asked for", (PASSED,), VERDICT,
+         _through_proxy("ns-collision", _collision(times=2))),
+    Case("namespace name always collides (409 AlreadyExists)", "errors, never a verdict", (INFRA,), r"already exists",
+         _through_proxy("ns-collision-always", _collision(times=10**6))),
     Case("pod creation always answers 500", "errors, never a verdict", (INFRA,), UNDECIDED,
          _through_proxy("create-500", Fault("500", r"^POST /api/v1/namespaces/[^/]+/pods$", times=10**6, status=500))),
 )
@@ -293,15 +312,15 @@ def table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def main(readme: Path | None) -> int:
-    """Start a simulated cluster of its own, run every row, print (and write) the matrix."""
+def main(readme: Path | None, cases: Sequence[Case] = CASES) -> int:
+    """Start a simulated cluster of its own, run the rows, print (and write) the matrix."""
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="gc-faults-") as tmp:
         work = Path(tmp)
         sim = SimCluster(work / "sim")
         try:
             state = sim.up([SCENARIO])
-            rows = run_all(Context(sim, state.kubeconfig, work))
+            rows = run_all(Context(sim, state.kubeconfig, work), cases)
         finally:
             sim.down(quiet=True)
     text = table(rows)
