@@ -176,6 +176,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         f"--kubeconfig={target.kubeconfig}", f"--junitxml={report_dir / 'junit.xml'}",
         f"--html={report_dir / 'report.html'}", "--self-contained-html", f"--alluredir={allure_dir}",
         f"--summary-json={summary}", f"--gate={args.gate}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio",
+        "-p", "no:hypothesispytest",  # a test tool (installed with the project's tests): its summary walks every report
         "--tb=short",
     ]
     if target.context:

@@ -443,8 +443,24 @@ def gpu_node(gpu_node_name: str, cluster_facts: facts.ClusterFacts, request: pyt
     if gpu_node_name == NO_ELIGIBLE:
         pytest.skip("no selected GPU node is Ready with an allocatable GPU (see GPU-NODE-001, GPU-NODE-002)")
     node = cluster_facts.node(gpu_node_name)
-    attach(request.node, f"node {node.name} (as the run read it)", asdict(node), "yaml")
+    attach(request.node, f"node {node.name} (as the run read it)", _node_yaml(node), "yaml")
     return node
+
+
+_NODE_YAML: dict[int, tuple[NodeFacts, str]] = {}  # id -> (the facts, kept alive so the id stays theirs; YAML)
+
+
+def _node_yaml(node: NodeFacts) -> str:
+    """A node's facts as YAML, written once per read of the node (every check instance on it attaches them)."""
+    seen = _NODE_YAML.get(id(node))
+    if seen is None or seen[0] is not node:
+        seen = _NODE_YAML[id(node)] = (node, _yaml(asdict(node)))
+    return seen[1]
+
+
+def _yaml(data: Any) -> str:
+    """Data as redacted YAML (libyaml's emitter: several times faster than the pure-Python one)."""
+    return yaml.dump(redaction.redact_any(data), Dumper=yaml.CSafeDumper, sort_keys=False)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -504,6 +520,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.longrepr = redaction.redact(text)
     if report.when == "teardown":
         _attach_to_allure(item, report)
+        # Handed on: pytest keeps every item to the end of the run, and the evidence with it otherwise.
+        item.stash[ATTACHMENTS_KEY] = []
     return report
 
 
@@ -527,11 +545,12 @@ _ATTACHMENT_TYPES = {"text": allure.attachment_type.TEXT, "json": allure.attachm
 
 
 def attach(item: pytest.Item, name: str, body: Any, kind: str = "text") -> None:
-    """Evidence for the check's Allure result (redacted): text as is, json/yaml serialised from data."""
-    if kind == "json":
+    """Evidence for the check's Allure result (redacted): text as is, json/yaml serialised from data (a
+    string is taken as serialised already)."""
+    if kind == "json" and not isinstance(body, str):
         text = json.dumps(redaction.redact_any(body), indent=2, default=str)
-    elif kind == "yaml":
-        text = yaml.safe_dump(redaction.redact_any(body), sort_keys=False)
+    elif kind == "yaml" and not isinstance(body, str):
+        text = _yaml(body)
     else:
         text = redaction.redact(str(body))
     item.stash.setdefault(ATTACHMENTS_KEY, []).append((name, text, kind))
@@ -564,6 +583,7 @@ class _Recorder:
 
     def __init__(self, sess: Session) -> None:
         self.sess = sess
+        self.index: dict[str, int] = {}  # nodeid -> its place in sess.results
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         props = dict(report.user_properties)
@@ -594,8 +614,9 @@ class _Recorder:
         results = self.sess.results
         # One result per check: a later phase replaces a pass or skip with a failure or error;
         # the first failure or error stands.
-        existing = next((i for i, r in enumerate(results) if r.nodeid == report.nodeid), None)
-        if existing is None:
+        existing = self.index.get(report.nodeid)
+        if existing is None or existing >= len(results) or results[existing].nodeid != report.nodeid:
+            self.index[report.nodeid] = len(results)
             results.append(result)
         elif results[existing].status in ("passed", "skipped") and result.status in ("failed", "error"):
             results[existing] = result

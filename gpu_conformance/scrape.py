@@ -160,7 +160,10 @@ def fetch(api: kr8s.Api, pod: ExporterPod, port: int, path: str, timeout: float 
     except TRANSIENT as exc:
         problems.append(f"pod proxy: {type(exc).__name__}: {exc}")
     try:
-        resp = _forwarded_get(Pod.get(pod.name, namespace=pod.namespace, api=api), port, path, timeout)
+        # The port-forward needs only the pod's name: no request to read the pod first (a pod that is
+        # gone fails the forward itself).
+        ref = Pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod.name, "namespace": pod.namespace}}, api=api)
+        resp = _forwarded_get(ref, port, path, timeout)
         if resp.status_code == 200:
             return Fetched(resp.text, "port-forward")
         problems.append(f"port-forward: HTTP {resp.status_code} {short(resp.text)}")
@@ -324,10 +327,9 @@ def service_object(api: kr8s.Api, exporter: Exporter) -> dict[str, Any]:
 
 
 def pod_objects(api: kr8s.Api, exporter: Exporter) -> list[dict[str, Any]]:
-    """The exporter's pods as dicts."""
+    """The exporter's pods as dicts (one list per namespace they are in, not one request per pod)."""
+    wanted = {(pod.namespace, pod.name) for pod in exporter.pods.values()}
     out = []
-    for pod in exporter.pods.values():
-        obj = next(iter(api.get("pods", pod.name, namespace=pod.namespace)), None)
-        if obj is not None:
-            out.append(obj.raw)
+    for namespace in sorted({ns for ns, _ in wanted}):
+        out += [p.raw for p in api.get("pods", namespace=namespace) if (namespace, str(p.name)) in wanted]
     return out
