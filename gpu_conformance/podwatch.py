@@ -114,6 +114,11 @@ class PodWatch(Generic[T]):
                 with self._lock:
                     self._live = since is not None and failures < 3
                 await anyio.sleep(min(0.2 * 2 ** failures, 5.0))
+            except Exception as exc:  # noqa: BLE001 - never a stale cache: anything unforeseen means lists
+                with self._lock:
+                    self._polling = True
+                self.last_problem = f"{type(exc).__name__}: {exc} (each look is a list from now on)"
+                return
 
     async def _watch(self, since: str) -> str | None:
         """Follow the stream from `since`; the resourceVersion to resume from when it ends, None after 410 Gone."""
