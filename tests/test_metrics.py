@@ -353,3 +353,21 @@ def test_a_finished_pod_keeps_its_attribution_briefly_on_gpus_no_running_pod_hol
     exporters.reconcile()
     held = exporter.assign(exporters.pods["n1"], 2)
     assert {i: p.name for i, p in held.items()} == {0: "running", 1: "just-ended"}
+
+
+def test_the_pod_proxy_is_given_up_for_a_namespace_after_it_failed_for_three_pods(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fixtures import metrics as metric_fixtures
+
+    monkeypatch.setattr(metric_fixtures, "_NO_PROXY", set())
+    monkeypatch.setattr(metric_fixtures, "_PROXY_WORKS", set())
+    pod = scrape.ExporterPod("n9", "gpu-operator", "dcgm-exporter-x", True)
+    other = scrape.ExporterPod("n9", "elsewhere", "dcgm-exporter-y", True)
+    assert metric_fixtures._try_proxy(pod)
+    metric_fixtures._NO_PROXY.update({("gpu-operator", f"dcgm-exporter-{i}") for i in range(2)})
+    assert metric_fixtures._try_proxy(pod)  # two failures: still tried
+    metric_fixtures._NO_PROXY.add(("gpu-operator", "dcgm-exporter-2"))
+    assert not metric_fixtures._try_proxy(pod)  # three: the namespace's other pods go straight to the port-forward
+    assert metric_fixtures._try_proxy(other)  # another namespace is judged on its own
+    metric_fixtures._PROXY_WORKS.add("gpu-operator")
+    assert metric_fixtures._try_proxy(pod)  # it worked for one pod there: it may work for this one
+    assert not metric_fixtures._try_proxy(scrape.ExporterPod("n0", "gpu-operator", "dcgm-exporter-0", True))  # failed for this pod
