@@ -615,7 +615,7 @@ class _Recorder:
         # One result per check: a later phase replaces a pass or skip with a failure or error;
         # the first failure or error stands.
         existing = self.index.get(report.nodeid)
-        if existing is None or existing >= len(results) or results[existing].nodeid != report.nodeid:
+        if existing is None:
             self.index[report.nodeid] = len(results)
             results.append(result)
         elif results[existing].status in ("passed", "skipped") and result.status in ("failed", "error"):

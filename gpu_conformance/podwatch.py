@@ -65,16 +65,13 @@ class PodWatch(Generic[T]):
         with self._lock:
             if self._live and not self._polling:
                 return dict(self._states)
-        items, _ = self._sync(self._list)
+        items, _ = Portal().call(self._list)
         return {ref: self.convert(raw) for ref, raw in items.items()}
 
     @property
     def watching(self) -> bool:
         with self._lock:
             return self._live and not self._polling
-
-    def _sync(self, coro: Callable[[], Any]) -> Any:
-        return Portal().call(coro)
 
     def _params(self, **extra: str) -> dict[str, str]:
         params = {"labelSelector": self.label_selector} if self.label_selector else {}
