@@ -50,6 +50,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="which checks run: smoke (node facts, stack health, metrics exposure, one vector-add per node "
                           "group), standard (default), full (adds the notebook and the privileged dcgmproftester check), "
                           "disruptive (adds the opt-in node reboot; --reboot-nodes or --reboot-count select it)")
+    run.add_argument("--fanout", choices=("pods", "daemonset"),
+                     help="how per-node workloads reach the nodes (default: the profile's fanout, else pods): one pod "
+                          "per node and workload created by the suite, or one DaemonSet per workload (large clusters)")
     run.add_argument("--baseline", type=Path, metavar="SUMMARY_JSON",
                      help="a previous run's summary.json: fail on GPUs or nodes gone, drivers downgraded or drifting "
                           "within a node group, and checks that passed there and fail now")
@@ -80,6 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "`gpu-conformance run`. Prints wall times, their ratio, API requests and peak RSS.")
     bn.add_argument("--nodes", default="10,100,1000", help="comma-separated cluster sizes (default 10,100,1000)")
     bn.add_argument("--gate", choices=GATES, default="standard", help="the suite's gate (default standard)")
+    bn.add_argument("--fanout", choices=("pods", "daemonset"), default="pods",
+                    help="how the suite runs its per-node workloads (default pods)")
     bn.add_argument("--write-readme", type=Path, metavar="README", help="replace the benchmark section of this README")
     bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports and logs under DIR")
     fm = simsub.add_parser("faults", help="run the suite under bad input and cluster faults; print the fault matrix",
@@ -188,6 +193,8 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if args.workload_timeout:
         pytest_args.append(f"--workload-timeout={args.workload_timeout}")
     pytest_args += [f"--image={i}" for i in args.image]
+    if args.fanout:
+        pytest_args.append(f"--fanout={args.fanout}")
     if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or re.fullmatch(r"-n(\d+|auto|logical)", a) for a in extra) \
             and not any(a.startswith("--dist") for a in extra):
         pytest_args.append("--dist=loadfile")  # per-node workload runs are module-scoped: keep a module on one worker
@@ -351,7 +358,7 @@ def _sim(args: argparse.Namespace) -> int:
             raise ConfigError(f"--nodes expects sizes like 10,100,1000, got {args.nodes!r}") from None
         if not sizes or min(sizes) < 1:
             raise ConfigError("--nodes needs at least one size of 1 or more")
-        return bench.main(sizes, args.gate, [], args.write_readme, args.keep)
+        return bench.main(sizes, args.gate, [], args.write_readme, args.keep, args.fanout)
     if args.sim_command == "faults":
         from gpu_conformance.sim import faults
 

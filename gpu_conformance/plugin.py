@@ -156,6 +156,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "node group), standard (default: all but the notebook and the node reboot), "
                          "full (adds the notebook, and opts in to the privileged dcgmproftester check), disruptive (adds the "
                          "opt-in node reboot; --reboot-nodes or --reboot-count select it)")
+    group.addoption("--fanout", choices=("pods", "daemonset"),
+                    help="how per-node workloads reach the nodes (default: the profile's fanout, else pods): one pod "
+                         "per node created by the suite, or one DaemonSet per workload fanned out by the cluster")
     group.addoption("--run-id", help="label value marking everything this run creates (default: random)")
     group.addoption("--allow-privileged", action="store_true", default=False,
                     help="also run the checks marked `privileged`, whose pods need elevated capabilities "
@@ -187,6 +190,8 @@ def pytest_configure(config: pytest.Config) -> None:
         if not sep or not workload or not image:
             raise pytest.UsageError(f"--image expects WORKLOAD=IMAGE, got {item!r}")
         images[workload] = image
+    if config.getoption("fanout"):
+        profile = profile.model_copy(update={"fanout": config.getoption("fanout")})
     timeout = config.getoption("workload_timeout") or profile.timeouts.workload_s
     if not (0 < timeout < 86400):  # also refuses nan and inf, which would make every wait endless
         raise pytest.UsageError("--workload-timeout must be between 0 and 86400 seconds")

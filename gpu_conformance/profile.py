@@ -159,6 +159,10 @@ class Profile(_Strict):
     # Run the checks marked `privileged` (their pods need elevated capabilities, e.g. SYS_ADMIN).
     allow_privileged: bool = False
     timeouts: Timeouts = Timeouts()
+    # How per-node workloads reach the nodes: one pod per node and workload created by the suite (pods), or
+    # one DaemonSet per workload that the cluster fans out (daemonset: a small constant number of requests
+    # whatever the cluster's size; the checks and reports are the same).
+    fanout: Literal["pods", "daemonset"] = "pods"
 
     def group_of(self, labels: Mapping[str, str]) -> NodeGroup | None:
         """The first group whose labels a node carries."""

@@ -8,19 +8,20 @@ import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 
 import httpx
 import kr8s
 from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
-from kr8s.objects import APIObject, Namespace, Pod, get_class, new_class
+from kr8s.objects import APIObject, DaemonSet, Namespace, Pod, get_class, new_class
 
-from gpu_conformance import nodelocks
+from gpu_conformance import fanout, nodelocks
+from gpu_conformance.cluster import GPU_RESOURCE
 from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.progress import say
 from gpu_conformance.waiting import WaitTimeout, status_of, wait_for, with_retries
-from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, render
+from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, pin_to_nodes, pinned_nodes, render
 
 NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 # Transient API trouble while polling counts as "not yet", not as an answer.
@@ -167,6 +168,35 @@ class PodState:
 ABSENT = PodState("Absent", reason="pod not found")
 
 
+@dataclass(frozen=True)
+class Observed:
+    """A pod as the wave's watch keeps it: its state and, for a fan-out pod, what its wrapped containers reported."""
+
+    state: PodState
+    fanout: fanout.FanoutPod | None = None
+
+
+def observe(raw: Mapping[str, Any]) -> Observed:
+    return Observed(pod_state(raw), fanout.read(raw))
+
+
+def payload_state(pod: PodState, fp: fanout.FanoutPod, timeout: float) -> PodState:
+    """A fan-out pod's payload as if it had run in a pod of its own: finished once every wrapped container
+    reported. A container that ended without a report, or that the wrapper stopped at its timeout, never
+    finishes: the pod is given up at the group's timeout (undecided, an error: never a verdict)."""
+    if fp.broken:
+        return replace(pod, phase="Pending", reason=fp.broken)
+    if fp.pending:  # still starting or running its wrapped containers (a Failed pod was evicted: that stands)
+        return replace(pod, phase=pod.phase if pod.phase == "Failed" else "Pending")
+    stopped = [name for name, r in fp.reports.items() if r.timed_out]
+    if stopped:
+        return replace(pod, phase="Running", reason=f"{', '.join(stopped)} still running when the fan-out wrapper "
+                                                    f"stopped it at {timeout:.0f}s")
+    code = next((r.exit_code for r in fp.reports.values() if r.exit_code != 0), 0)
+    return replace(pod, phase="Succeeded" if code == 0 else "Failed", exit_code=code,
+                   reason="Completed" if code == 0 else "Error", started_at=fp.started_at, finished_at=fp.finished_at)
+
+
 def pod_state(raw: Mapping[str, Any]) -> PodState:
     """Convert a Pod object (as a dict) into its PodState."""
     status = raw.get("status", {}) or {}
@@ -186,6 +216,10 @@ def pod_state(raw: Mapping[str, Any]) -> PodState:
         elif "waiting" in state:
             w = state["waiting"]
             reason = reason or f"{w.get('reason', '')}: {w.get('message', '')}".strip(": ")
+    for cs in status.get("initContainerStatuses", []) or []:  # an init container that cannot start (image pull)
+        w = (cs.get("state", {}) or {}).get("waiting")
+        if w and w.get("reason") not in (None, "PodInitializing"):
+            reason = reason or f"init container {cs.get('name')}: {w.get('reason', '')}: {w.get('message', '')}".strip(": ")
     unschedulable = None
     for cond in status.get("conditions", []) or []:
         if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason") == "Unschedulable":
@@ -313,6 +347,10 @@ class PodGroup(Generic[K]):
     A finished pod has settled. A pod the scheduler refuses has settled when `unschedulable_is_final`
     says so (called with the key and the scheduler's message); otherwise it may fit later and is waited for.
     With `bound_is_final`, a pod the scheduler has placed on a node has settled too.
+    With `pause_image`, the pods run through the cluster (see gpu_conformance.fanout): one DaemonSet per pod
+    shape, whose pods wait in that image once their payload has reported.
+    An `exclusive` group's pods have their nodes to themselves: the wave's other pods that could land on
+    such a node wait (uncreated, their clocks stopped) until the exclusive pods there have settled.
     """
 
     what: str
@@ -321,6 +359,8 @@ class PodGroup(Generic[K]):
     timeout: float
     unschedulable_is_final: bool | Callable[[K, str], bool] = True
     bound_is_final: bool = False
+    pause_image: str | None = None
+    exclusive: bool = False
 
 
 def run_pods(
@@ -379,20 +419,103 @@ def _run_groups(
 ) -> dict[str, dict[Any, PodOutcome]]:
     started = time.monotonic()
     # (group, key): the pod's (namespace, name); created in the groups' order (the scheduler queues pods
-    # of one node that do not fit yet, roughly first come first served).
+    # of one node that do not fit yet, roughly first come first served). A fan-out pod's name is the one
+    # it would have had in pod mode (its DaemonSet names the real one).
     pods = {(g, k): (grp.namespace, str(m["metadata"]["name"])) for g, grp in groups.items() for k, (_, m) in grp.pods.items()}
-    manifests = [m for grp in groups.values() for _, m in grp.pods.values()]
     if not pods:
         return {g: {} for g in groups}
+    waits = _exclusive_waits(groups)
+    manifests = [m for g, grp in groups.items() if not grp.pause_image for k, (_, m) in grp.pods.items() if (g, k) not in waits]
+    sets = [(grp.namespace, fs) for g, grp in groups.items() if grp.pause_image
+            for fs in fanout.daemonsets(g, {(g, k): pod for k, pod in grp.pods.items()}, timeout=grp.timeout,
+                                        pause_image=grp.pause_image)]
     namespaces = sorted({grp.namespace for grp in groups.values()})
-    run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for m in manifests}
+    run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for grp in groups.values() for _, m in grp.pods.values()}
     selector = f"{RUN_LABEL}={next(iter(run_ids))}" if len(run_ids) == 1 and "" not in run_ids else f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     # One watch, whatever the number of namespaces: the namespace's pods, or the run's pods everywhere.
-    with PodWatch(api, namespaces[0], None, pod_state) if len(namespaces) == 1 else PodWatch(api, None, selector, pod_state) as pw:
-        concurrently(lambda manifest: create(Pod(dict(manifest), api=api)), manifests)
-        longest = max(grp.timeout for grp in groups.values())
-        say(f"{what}: created {len(pods)} pod(s) in {', '.join(namespaces)}; waiting up to {longest:.0f}s each")
-        return _follow(api, groups, pods, namespaces, pw, what=what, watch=watch, started=started)
+    with PodWatch(api, namespaces[0], None, observe) if len(namespaces) == 1 else PodWatch(api, None, selector, observe) as pw:
+        fan = Fanout(api, sets)
+        try:
+            kinds: dict[str, type[APIObject]] = {"DaemonSet": DaemonSet, "Pod": Pod}
+            daemonsets = fan.first(waits.__contains__)
+            concurrently(lambda m: create(kinds[m["kind"]](dict(m), api=api)), [*daemonsets, *manifests])
+            longest = max(grp.timeout for grp in groups.values())
+            fanned = sum(len(fs.keys) for _, fs in sets)
+            made = f"{len(manifests)} pod(s)" + (f" and {len(daemonsets)} fan-out DaemonSet(s) for {fanned} more" if sets else "")
+            later = f"; {len(waits)} more wait for the exclusive pods on their nodes" if waits else ""
+            say(f"{what}: created {made} in {', '.join(namespaces)}{later}; waiting up to {longest:.0f}s each")
+            return _follow(api, groups, pods, namespaces, pw, fan, waits, what=what, watch=watch, started=started)
+        finally:
+            fan.release_all()
+
+
+class Fanout:
+    """The wave's fan-out DaemonSets: which group key each of their pods stands for, and which nodes each
+    DaemonSet's node affinity names: the nodes whose keys are open (not held back behind an exclusive group)
+    and not done. A DaemonSet is created once it has a node, patched as its nodes change (a node that
+    reported leaves it, so its controller deletes that pod and its GPUs go to the pods queued behind: one
+    patch per DaemonSet and look, not one request per node) and deleted once every key is done."""
+
+    def __init__(self, api: kr8s.Api, sets: Sequence[tuple[str, fanout.FanoutSet]]) -> None:
+        self.api = api
+        self.keys = {(ns, fs.name): dict(fs.keys) for ns, fs in sets}
+        self.manifests = {(ns, fs.name): fs.manifest for ns, fs in sets}
+        self.daemonset = {key: ref for ref, keys in self.keys.items() for key in keys.values()}
+        self.pinned: dict[tuple[str, str], frozenset[str] | None] = dict.fromkeys(self.keys)  # None: not created
+        self.gone: set[tuple[str, str]] = set()
+
+    def key(self, namespace: str, fp: fanout.FanoutPod) -> Any | None:
+        return self.keys.get((namespace, fp.daemonset), {}).get(fp.target or "")
+
+    def _wanted(self, ref: tuple[str, str], done: Callable[[Any], bool], held: Callable[[Any], bool]) -> frozenset[str]:
+        return frozenset(n for n, key in self.keys[ref].items() if not done(key) and not held(key))
+
+    def first(self, held: Callable[[Any], bool]) -> list[dict[str, Any]]:
+        """The DaemonSets to create with the wave (those with an open node), pinned to their open nodes."""
+        out = []
+        for ref, manifest in self.manifests.items():
+            nodes = self._wanted(ref, lambda _: False, held)
+            if nodes:
+                out.append(self._pinned(manifest, nodes))
+                self.pinned[ref] = nodes
+        return out
+
+    @staticmethod
+    def _pinned(manifest: Mapping[str, Any], nodes: frozenset[str]) -> dict[str, Any]:
+        template = manifest["spec"]["template"]
+        spec = {**template["spec"], "affinity": pin_to_nodes(sorted(nodes))}
+        return {**manifest, "spec": {**manifest["spec"], "template": {**template, "spec": spec}}}
+
+    def sync(self, done: Callable[[Any], bool], held: Callable[[Any], bool] = lambda _: False) -> None:
+        """Bring every DaemonSet to its nodes (see the class); a request that fails transiently is tried again
+        at the next look."""
+        for ref, keys in self.keys.items():
+            if ref in self.gone:
+                continue
+            finished = all(done(key) for key in keys.values())
+            nodes = self._wanted(ref, done, held)
+            if not finished and nodes == (self.pinned[ref] or frozenset()):
+                continue
+            ds = DaemonSet({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": ref[1], "namespace": ref[0]}},
+                           api=self.api)
+            try:
+                if finished and self.pinned[ref] is not None:
+                    ds.delete(propagation_policy="Background")
+                elif self.pinned[ref] is None and not finished:
+                    create(DaemonSet(self._pinned(self.manifests[ref], nodes), api=self.api))
+                elif not finished:
+                    ds.patch({"spec": {"template": {"spec": {"affinity": pin_to_nodes(sorted(nodes))}}}}, type="merge")
+            except kr8s.NotFoundError:
+                pass
+            except TRANSIENT:
+                continue
+            if finished:
+                self.gone.add(ref)
+            self.pinned[ref] = nodes
+
+    def release_all(self) -> None:
+        """Delete every DaemonSet still there (their pods hold GPUs other checks need)."""
+        self.sync(lambda _: True)
 
 
 def _follow(
@@ -400,14 +523,39 @@ def _follow(
     groups: Mapping[str, PodGroup[Any]],
     pods: Mapping[tuple[str, Any], tuple[str, str]],
     namespaces: Sequence[str],
-    pw: PodWatch[PodState],
+    pw: PodWatch[Observed],
+    fan: Fanout,
+    waits: Mapping[tuple[str, Any], frozenset[tuple[str, Any]]],
     *,
     what: str,
     watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None,
     started: float,
 ) -> dict[str, dict[Any, PodOutcome]]:
     """Wait for the wave's pods (see run_groups), then collect their evidence."""
-    listed = pw.states
+    held = set(waits)  # pods not created yet: the exclusive pods on their nodes have not all settled
+    reports: dict[tuple[str, Any], tuple[str, fanout.FanoutPod]] = {}  # fan-out key -> (its pod, what it reported)
+    payloads: dict[tuple[str, Any], PodState] = {}  # fan-out key -> its payload's last state (kept once its pod goes)
+    holders: set[str] = set()  # nodes where a fan-out pod holds its GPUs (reported or not, until it is deleted)
+
+    def listed() -> dict[tuple[str, str], PodState]:
+        states: dict[tuple[str, str], PodState] = {}
+        chosen: dict[tuple[str, Any], tuple[str, Observed]] = {}
+        holders.clear()
+        for (ns, name), obs in pw.states().items():
+            if obs.fanout is None:
+                states[(ns, name)] = obs.state
+                continue
+            if obs.state.node and not obs.state.deleting:
+                holders.add(obs.state.node)
+            key = fan.key(ns, obs.fanout)
+            if key is not None and (key not in chosen or chosen[key][1].state.deleting):
+                chosen[key] = (name, obs)  # a pod going away gives way to its replacement
+        for key, (name, obs) in chosen.items():
+            assert obs.fanout is not None
+            payloads[key] = payload_state(obs.state, obs.fanout, groups[key[0]].timeout)
+            reports[key] = (name, obs.fanout)
+        states.update({pods[key]: st for key, st in payloads.items()})
+        return states
 
     refused_since: dict[tuple[str, Any], float] = {}
     spent = dict.fromkeys(pods, 0.0)  # seconds each pod's clock has run
@@ -429,6 +577,15 @@ def _follow(
 
     def logs_of(key: tuple[str, Any], st: PodState) -> tuple[dict[str, str], str | None]:
         ns, name = pods[key]
+        if groups[key[0]].pause_image:  # fan-out: the reports carry the logs (a large one is read)
+            if key not in reports:
+                return {}, None
+            pod, fp = reports[key]
+            logs = {c: r.output for c, r in fp.reports.items() if r.output is not None}
+            large = [c for c, r in fp.reports.items() if r.output is None]
+            more, error = pod_logs(api, ns, pod, large) if large else ({}, None)
+            merged = {**logs, **more}
+            return {c: merged[c] for c in fp.reports if c in merged}, error
         containers = [c["name"] for c in groups[key[0]].pods[key[1]][1]["spec"]["containers"]]
         return pod_logs(api, ns, name, containers) if st.phase in ("Succeeded", "Failed", "Running") else ({}, None)
 
@@ -437,7 +594,9 @@ def _follow(
         kept = concurrently(lambda key: logs_of(key, states.get(pods[key], ABSENT)), keys, ok=lambda got: got[1] is None)
         for key, logs in zip(keys, kept, strict=True):
             given_up[key] = (states.get(pods[key], ABSENT), logs)
-        live = [pods[key] for key in keys if states.get(pods[key], ABSENT).phase not in ("Absent", "Succeeded", "Failed")]
+        # A fan-out pod is not deleted (its DaemonSet would make another): its node is released instead.
+        live = [pods[key] for key in keys if states.get(pods[key], ABSENT).phase not in ("Absent", "Succeeded", "Failed")
+                and not groups[key[0]].pause_image]
         concurrently(lambda ref: _delete_pod(api, *ref), live)
         if live:
             say(f"{what}: gave up on {len(live)} pod(s) still running or pending at their timeout; deleted them")
@@ -448,11 +607,11 @@ def _follow(
         elapsed, last_look[0] = now - last_look[0], now
         # A node is busy while one of the wave's pods holds it; not a deleted pod that is slow to go (a
         # dead node never confirms it), or the pods queued behind it would wait for the wave's hard cap.
-        busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting}
+        busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting} | holders
         expired = []
         for key, ref in pods.items():
             st = states.get(ref, ABSENT)
-            if key in given_up or settled(key, st):
+            if key in given_up or key in held or settled(key, st):
                 continue
             queued = st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy
             if not queued:
@@ -461,6 +620,17 @@ def _follow(
                 expired.append(key)
         if expired:
             give_up(expired, states)
+        done = {key for key, ref in pods.items() if key in given_up or settled(key, states.get(ref, ABSENT))}
+        if held:
+            opened = [key for key in held if waits[key] <= done]
+            plain = [groups[g].pods[k][1] for g, k in opened if not groups[g].pause_image]
+            try:
+                concurrently(lambda m: create_object(api, m, exist_ok=True), plain)
+            except TRANSIENT:
+                pass  # the next look creates them (those made already answer 409: fine)
+            else:
+                held.difference_update(opened)
+        fan.sync(done.__contains__, held.__contains__)
         if watch is not None:
             watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
         return states
@@ -488,6 +658,10 @@ def _follow(
     for key, (ns, name) in pods.items():
         node, manifest = groups[key[0]].pods[key[1]]
         state, (logs, logs_error) = given_up.get(key) or (states.get((ns, name), ABSENT), all_logs[key])
+        if groups[key[0]].pause_image:  # fan-out: the DaemonSet's pod for the node, and the DaemonSet as submitted
+            ds = fan.daemonset[key]
+            name = reports[key][0] if key in reports else f"{ds[1]}-(no pod for {node})"
+            manifest = fan.manifests[ds]
         out[key[0]][key[1]] = PodOutcome(node=node, pod=name, namespace=ns, state=state,
                                          settled=key not in given_up and settled(key, state),
                                          logs_error=logs_error, container_logs=logs,
@@ -498,12 +672,48 @@ def _follow(
 
 
 def _longest_queue(groups: Mapping[str, PodGroup[Any]]) -> float:
-    """The longest a wave can take: per node, its pods one after the other, each to its timeout."""
+    """The longest a wave can take: per node, its pods one after the other, each to its timeout; a pod for
+    no single node may first wait behind the exclusive pods of every node."""
     per_node: dict[str, float] = {}
+    exclusive: dict[str, float] = {}
     for grp in groups.values():
         for node, _ in grp.pods.values():
             per_node[node] = per_node.get(node, 0.0) + grp.timeout
-    return max(per_node.values())
+            if grp.exclusive:
+                exclusive[node] = exclusive.get(node, 0.0) + grp.timeout
+    ahead = max(exclusive.values(), default=0.0)
+    return max(t + (0.0 if NODE_NAME.fullmatch(node) else ahead) for node, t in per_node.items())
+
+
+def _exclusive_waits(groups: Mapping[str, PodGroup[Any]]) -> dict[tuple[str, Any], frozenset[tuple[str, Any]]]:
+    """Per pod of a non-exclusive group that could land on a node an exclusive group's pod is for: those
+    exclusive pods (it is created, or its node added to its DaemonSet, once they have all settled)."""
+    exclusive: dict[str, set[tuple[str, Any]]] = {}
+    for g, grp in groups.items():
+        if grp.exclusive:
+            for k, (node, _) in grp.pods.items():
+                exclusive.setdefault(node, set()).add((g, k))
+    if not exclusive:
+        return {}
+    everyone = frozenset().union(*exclusive.values())
+    waits = {}
+    for g, grp in groups.items():
+        if grp.exclusive:
+            continue
+        for k, (node, manifest) in grp.pods.items():
+            if not _requests_gpus(manifest):
+                continue  # takes no GPU from the exclusive pods
+            nodes = {node} if NODE_NAME.fullmatch(node) else pinned_nodes(manifest.get("spec") or {})
+            ahead = everyone if nodes is None else frozenset().union(*(exclusive.get(n, ()) for n in nodes))
+            if ahead:
+                waits[(g, k)] = ahead
+    return waits
+
+
+def _requests_gpus(manifest: Mapping[str, Any]) -> bool:
+    spec = manifest.get("spec") or {}
+    return any(int((c.get("resources") or {}).get(part, {}).get(GPU_RESOURCE, 0) or 0) > 0
+               for c in [*spec.get("containers", ()), *spec.get("initContainers", ())] for part in ("limits", "requests"))
 
 
 def _delete_pod(api: kr8s.Api, namespace: str, name: str) -> None:

@@ -41,10 +41,23 @@ def pod_name(workload: str, node: str, variant: str = "") -> str:
 def pin_to_nodes(nodes: Sequence[str]) -> dict[str, Any]:
     """Node affinity on metadata.name: the scheduler still decides fit, taints and resources.
 
-    A metadata.name field selector takes exactly one value, so each node is its own (ORed) term.
+    A metadata.name field selector takes exactly one value, so each node is its own (ORed) term. No nodes
+    is a term no node matches (a node label both present and absent): an empty list of terms is invalid.
     """
-    terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [n]}]} for n in nodes]
+    terms = [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": [n]}]} for n in nodes] or [
+        {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": op} for op in ("Exists", "DoesNotExist")]}]
     return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}
+
+
+def pinned_nodes(spec: Mapping[str, Any]) -> frozenset[str] | None:
+    """The nodes a pod spec may run on as pin_to_nodes (or nodeName) pins it; None where it is not pinned so."""
+    if spec.get("nodeName"):
+        return frozenset([str(spec["nodeName"])])
+    terms = ((((spec.get("affinity") or {}).get("nodeAffinity") or {})
+              .get("requiredDuringSchedulingIgnoredDuringExecution") or {}).get("nodeSelectorTerms") or [])
+    names = [e["values"][0] for t in terms for e in t.get("matchFields") or []
+             if e.get("key") == "metadata.name" and e.get("operator") == "In" and len(e.get("values") or []) == 1]
+    return frozenset(map(str, names)) if terms and len(names) == len(terms) else None
 
 
 def render(

@@ -182,7 +182,7 @@ def test_in_cluster_mistakes_are_usage_errors_that_show_no_token(tmp_path: Path,
 
 def test_every_shipped_object_is_labelled_and_least_privilege() -> None:
     files = ["namespace.yaml", "serviceaccount.yaml", "rbac.yaml", "admission-policy.yaml", "job.yaml",
-             "opt-in/rbac-disruptive.yaml"]
+             "opt-in/rbac-disruptive.yaml", "opt-in/rbac-fanout.yaml"]
     objects = [d for f in files for d in _docs(f)]
     assert all(o["metadata"]["labels"][PART_OF[0]] == PART_OF[1] for o in objects)
     base = next(o for o in _docs("rbac.yaml") if o["kind"] == "ClusterRole")
@@ -194,8 +194,11 @@ def test_every_shipped_object_is_labelled_and_least_privilege() -> None:
     disruptive = next(o for o in _docs("opt-in/rbac-disruptive.yaml") if o["kind"] == "ClusterRole")
     assert {(res, v) for r in disruptive["rules"] for res in r["resources"] for v in r["verbs"]} == {
         ("pods", "delete"), ("pods/eviction", "create"), ("nodes", "patch")}
+    fanout = next(o for o in _docs("opt-in/rbac-fanout.yaml") if o["kind"] == "ClusterRole")
+    assert {(res, v) for r in fanout["rules"] for res in r["resources"] for v in r["verbs"]} == {
+        ("daemonsets", "create"), ("daemonsets", "patch"), ("daemonsets", "delete")}
     kustomized = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())["resources"]
-    assert "opt-in/rbac-disruptive.yaml" not in kustomized and set(kustomized) == set(files[:5])
+    assert not any(f.startswith("opt-in/") for f in kustomized) and set(kustomized) == set(files[:5])
     (job,) = _docs("job.yaml")
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]

@@ -59,3 +59,36 @@ def test_nodes_without_allocatable_gpus_fail_cuda_workloads_by_default() -> None
     specs = dict(sc.expanded())
     assert outputs.behaviour("vector-add", "az-gpu-2", specs["az-gpu-2"]).exit_code == 1
     assert outputs.behaviour("vector-add", "az-gpu-1", specs["az-gpu-1"]).exit_code == 0
+
+
+FANOUT_EXCLUDED = {"key": '.metadata.labels["gpu-conformance.io/fanout"]', "operator": "DoesNotExist"}
+
+
+def test_no_stage_but_deletion_plays_fan_out_pods(tmp_path: Path) -> None:
+    """The simulator's fan-out player plays them (gpu_conformance.sim.fanoutplayer); kwok only finishes their deletion."""
+    from gpu_conformance.fanout import FANOUT_LABEL
+    from gpu_conformance.sim import stackobjects
+
+    assert FANOUT_EXCLUDED["key"] == f'.metadata.labels["{FANOUT_LABEL}"]'
+    scenarios = [scenario.load(scenario.resolve(n)) for n in scenario.bundled()]
+    nodes = [n for sc in scenarios for n in sc.expanded()]
+    docs = kwokconfig.generate(nodes, tmp_path, stackobjects.crash_keys(scenarios), stackobjects.restart_keys(scenarios), 8888)
+    stages = {d["metadata"]["name"]: d["spec"]["selector"]["matchExpressions"]
+              for d in docs if d["kind"] == "Stage" and d["spec"]["resourceRef"]["kind"] == "Pod"}
+    ready = {"pod-ready", "pod-running-not-ready", "pod-ready-no-ip"}
+    assert ready <= set(stages)
+    for name in ready:
+        assert FANOUT_EXCLUDED in stages[name], name
+    assert FANOUT_EXCLUDED not in stages["pod-delete"]
+    assert stages["pod-delete"] == [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}]
+    # The others cannot match a DaemonSet's pod: completions want restartPolicy Never/OnFailure (a DaemonSet's
+    # is Always); crash-loops and restarts are keyed on stack components, strandings on their own label.
+    for name, exprs in stages.items():
+        if name.startswith("pod-complete-"):
+            assert {"key": ".spec.restartPolicy", "operator": "In", "values": ["Never", "OnFailure"]} in exprs, name
+        elif name in ("pod-crashloop", "pod-restarting"):
+            assert any(e["key"] == kwokconfig.COMPONENT_AT_NODE and e["operator"] == "In" for e in exprs), name
+        elif name == "pod-stranded":
+            assert {"key": f'.metadata.labels["{kwokconfig.STRANDED_LABEL}"]', "operator": "In", "values": ["true"]} in exprs
+        else:
+            assert name in ready or name == "pod-delete", f"unexpected pod stage {name}: exclude fan-out pods there"

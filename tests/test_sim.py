@@ -181,3 +181,37 @@ def test_a_wave_gives_up_a_hung_pod_and_its_gpus_go_to_the_pods_queued_behind(si
     a, b = out["hold"]["a"], out["hold"]["b"]
     assert a.settled and b.settled and a.succeeded and b.succeeded, (a.describe(), b.describe())
     assert runner.ran_together(a.state, b.state) is False
+
+
+@pytest.mark.parametrize("pause_image", [None, "registry.k8s.io/pause:3.10"], ids=["pods", "fanout"])
+def test_an_exclusive_group_has_its_node_to_itself(sim_api: kr8s.Api, pause_image: str | None) -> None:
+    """runner.run_groups: two 1-GPU pods of an exclusive group on a 2-GPU node run together, although a
+    1-GPU vector-add pinned there and a pod allowed on that node come first in the wave (either would have
+    left one GPU, and the pair would have run one after the other); those two run once the pair has ended."""
+    node = "wave-gpu-3"
+    namespace = runner.create_namespace(sim_api, "wave-excl", "projtest")
+    try:
+        groups = {
+            "vector-add": runner.PodGroup("vector-add", namespace, {node: (node, render(
+                "vector-add", namespace=namespace, node=node, run_id="projtest")[0])}, timeout=60,
+                pause_image=pause_image),
+            "anywhere": runner.PodGroup("anywhere", namespace, {"pod": ("(any node)", render(
+                "vector-add", namespace=namespace, node=[node], run_id="projtest", variant="any")[0])}, timeout=60),
+            "pair": runner.PodGroup("pair", namespace, {v: (node, render(
+                "gpu-hold", namespace=namespace, node=node, run_id="projtest", gpus=1, extra={"hold_s": 3},
+                variant=v)[0]) for v in ("a", "b")}, timeout=60, unschedulable_is_final=False,
+                pause_image=pause_image, exclusive=True),
+        }
+        out = runner.run_groups(sim_api, groups, what="exclusive wave test")
+        left = [d.name for d in sim_api.get("daemonsets", namespace=namespace)]
+    finally:
+        runner.delete_namespace(sim_api, namespace)
+    a, b = out["pair"]["a"], out["pair"]["b"]
+    assert a.succeeded and b.succeeded, (a.describe(), b.describe())
+    assert runner.ran_together(a.state, b.state) is True, (a.state, b.state)
+    ended = max(dt.datetime.fromisoformat(str(p.state.finished_at)) for p in (a, b))
+    for later in (out["vector-add"][node], out["anywhere"]["pod"]):
+        assert later.succeeded, later.describe()
+        assert dt.datetime.fromisoformat(str(later.state.started_at)) >= ended, (later.describe(), ended)
+    assert left == [], "every fan-out DaemonSet is deleted by the end of the wave"
+

@@ -145,9 +145,9 @@ def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = Non
             shutil.rmtree(work, ignore_errors=True)
 
 
-def table(rows: Sequence[Row], gate: str) -> str:
+def table(rows: Sequence[Row], gate: str, fanout: str = "pods") -> str:
     """The results as a Markdown table, with what produced them."""
-    lines = [f"| GPU nodes (8 GPUs each) | kubectl baseline | suite, {gate} gate | ratio | suite results | "
+    lines = [f"| GPU nodes (8 GPUs each) | kubectl baseline | suite, {gate} gate, fanout {fanout} | ratio | suite results | "
              "API requests (suite) | per node | API requests (kubectl) | suite peak RSS |",
              "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
     for r in rows:
@@ -175,11 +175,12 @@ def write_readme(readme: Path, text: str) -> None:
     matrix.write_section(readme, README_BEGIN, README_END, text)
 
 
-def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | None, keep: Path | None) -> int:
+def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | None, keep: Path | None,
+         fanout: str = "pods") -> int:
     started = time.monotonic()
-    rows = [measure(n, gate, extra, keep) for n in sizes]
-    text = table(rows, gate)
-    cmd = f"gpu-conformance sim bench --nodes {','.join(map(str, sizes))} --gate {gate}"
+    rows = [measure(n, gate, [*extra, f"--fanout={fanout}"], keep) for n in sizes]
+    text = table(rows, gate, fanout)
+    cmd = f"gpu-conformance sim bench --nodes {','.join(map(str, sizes))} --gate {gate} --fanout {fanout}"
     produced = (f"Produced by `{cmd}` on {time.strftime('%Y-%m-%d')}: {machine()}; "
                 f"{time.monotonic() - started:.0f} s in all.")
     print(text)

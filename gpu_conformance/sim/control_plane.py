@@ -482,6 +482,9 @@ class SimCluster:
                 # kwok heartbeats every 10-15 s; on a loaded CI machine a few can be late. A dead node
                 # must come from the scenario, never from load.
                 "--node-monitor-grace-period=120s",
+                # A large cluster's usual tuning (the default, 20/s, paces the DaemonSet controller's pod
+                # creations and deletions in fan-out mode at 100 nodes and more).
+                "--kube-api-qps=100", "--kube-api-burst=200",
                 f"--cluster-signing-key-file={pk / 'ca.key'}", "--profiling=false", "--v=1",
             ]
         if name == "kube-scheduler":

@@ -3,11 +3,13 @@ dcgm-exporter (or GKE device-plugin) metrics derived from the scenario and the p
 and the notebook's Jupyter server (its unauthenticated /api), where the scenario says it answers.
 
 `sim up` runs it as a process (`python -m gpu_conformance.sim.exporter`); its loop also drives the
-node agent (gpu_conformance.sim.nodeagent: device-plugin restarts and reboots). It keeps, for every
-exporter pod kwok plays, a kwok PortForward that sends the pod's metrics port to its node's endpoint,
-so the suite reaches it through the API server exactly as it reaches a real exporter pod. GPUs held
-by a Running pod carry that pod's `pod`/`namespace`/`container` labels (legacy names where the
-scenario says so), and a load workload raises their utilization, unless the scenario breaks that.
+node agent (gpu_conformance.sim.nodeagent: device-plugin restarts and reboots) and the fan-out
+player (gpu_conformance.sim.fanoutplayer: the suite's workload DaemonSet pods, which kwok leaves
+alone). It keeps, for every exporter pod kwok plays, a kwok PortForward that sends the pod's metrics
+port to its node's endpoint, so the suite reaches it through the API server exactly as it reaches a
+real exporter pod. GPUs held by a Running pod carry that pod's `pod`/`namespace`/`container` labels
+(legacy names where the scenario says so), and a load workload raises their utilization, unless the
+scenario breaks that.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
 from gpu_conformance.runner import create_object
+from gpu_conformance.sim.fanoutplayer import FanoutPlayer
 from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL
 from gpu_conformance.sim.nodeagent import NodeAgent
 from gpu_conformance.sim.outputs import gpu_uuid, marketing_name
@@ -311,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api = kr8s.api(kubeconfig=args.kubeconfig)
     exporters = Exporters(api, serving_nodes(scenarios), args.jupyter_port)
     agent = NodeAgent(api, scenarios)
+    player = FanoutPlayer(api, scenarios)
     ports = exporters.start()
     args.ready_file.write_text(json.dumps(ports))
     stop = threading.Event()
@@ -320,10 +324,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             exporters.reconcile()
         except Exception as exc:  # noqa: BLE001 - a long-running helper: log and go on
             print(f"exporter: reconcile failed, retrying: {type(exc).__name__}: {exc}", flush=True)
+        nodes: dict[str, Any] | None = None  # listed once for the node agent and the fan-out player
         try:
-            agent.tick()
+            nodes = {n.name: n.raw for n in api.get("nodes")}
+        except Exception as exc:  # noqa: BLE001 - as above (each lists them again)
+            print(f"exporter: listing nodes failed: {type(exc).__name__}: {exc}", flush=True)
+        try:
+            agent.tick(nodes=nodes)
         except Exception as exc:  # noqa: BLE001 - as above
             print(f"exporter: node agent failed, retrying: {type(exc).__name__}: {exc}", flush=True)
+        try:
+            player.tick(nodes=nodes)
+        except Exception as exc:  # noqa: BLE001 - as above
+            print(f"exporter: fan-out player failed, retrying: {type(exc).__name__}: {exc}", flush=True)
         exporters.wake.wait(RECONCILE_INTERVAL_S)  # or sooner, when a scrape asks for fresh pods
         exporters.wake.clear()
     return 0

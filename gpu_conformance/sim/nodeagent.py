@@ -133,12 +133,14 @@ class NodeAgent:
         self.api = api
         self.nodes = {n: NodeState(n, spec, sc) for sc in scenarios for n, spec in sc.expanded() if spec.allocatable > 0}
 
-    def tick(self, now: float | None = None) -> list[Action]:
-        """Observe the nodes and device-plugin pods, act on what is due; returns the actions applied."""
+    def tick(self, now: float | None = None, nodes: Mapping[str, Mapping[str, Any]] | None = None) -> list[Action]:
+        """Observe the nodes (unless given, by name) and device-plugin pods, act on what is due; returns the actions applied."""
         if not self.nodes:
             return []
         assert self.api is not None
-        nodes = {n.name: n.raw for n in self.api.get("nodes") if n.name in self.nodes}
+        if nodes is None:
+            nodes = {n.name: n.raw for n in self.api.get("nodes")}
+        nodes = {name: node for name, node in nodes.items() if name in self.nodes}
         pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL, label_selector=f"{COMPONENT_LABEL}={DEVICE_PLUGIN}")]
         actions = self.plan(time.monotonic() if now is None else now, nodes, pods)
         for action in actions:
