@@ -608,10 +608,14 @@ def _follow(
         # A node is busy while one of the wave's pods holds it; not a deleted pod that is slow to go (a
         # dead node never confirms it), or the pods queued behind it would wait for the wave's hard cap.
         busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting} | holders
+        done: set[tuple[str, Any]] = set()  # settled or given up
         expired = []
         for key, ref in pods.items():
+            if key in held:
+                continue
             st = states.get(ref, ABSENT)
-            if key in given_up or key in held or settled(key, st):
+            if key in given_up or settled(key, st):
+                done.add(key)
                 continue
             queued = st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy
             if not queued:
@@ -620,7 +624,7 @@ def _follow(
                 expired.append(key)
         if expired:
             give_up(expired, states)
-        done = {key for key, ref in pods.items() if key in given_up or settled(key, states.get(ref, ABSENT))}
+            done.update(expired)
         if held:
             opened = [key for key in held if waits[key] <= done]
             plain = [groups[g].pods[k][1] for g, k in opened if not groups[g].pause_image]

@@ -362,13 +362,15 @@ def test_live_plugin_restart_and_reboot(sim_api: kr8s.Api, sim_kubeconfig: Path,
                           check=False, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"[gpu-conformance sim] reboot of {node} requested"
-    raw = converge(10, lambda n: not _ready(n), "NotReady after the reboot request")
-    assert alloc(raw) == "0" and raw["metadata"]["labels"][NOT_READY_LABEL] == "true"
+    # kwok's not-ready stage renders the node's status from its cache and may put back allocatable from before the
+    # agent's patch: the agent corrects it on its next tick, so the wait is for the whole state.
+    raw = converge(10, lambda n: not _ready(n) and alloc(n) == "0", "NotReady, allocatable 0 after the reboot request")
+    assert raw["metadata"]["labels"][NOT_READY_LABEL] == "true"
     requested = raw["metadata"]["annotations"][REBOOT_REQUESTED]
     assert raw["metadata"]["annotations"][REBOOT_HANDLED] == requested
     assert not _ready(at(12.9))
-    raw = converge(13, _ready, "Ready again after reboot_down_s")
-    assert NOT_READY_LABEL not in raw["metadata"]["labels"] and alloc(raw) == "0"
+    raw = converge(13, lambda n: _ready(n) and alloc(n) == "0", "Ready again after reboot_down_s, allocatable still 0")
+    assert NOT_READY_LABEL not in raw["metadata"]["labels"]
     # The agent strands pods on the tick that sees the node Ready; allocatable is due 4 s later, at 17.
     _wait(lambda: (agent.tick(13), agent.nodes[node].phase)[1], lambda phase: phase == "up", "the agent to see the node Ready")
     stranded_ns = stackobjects.stranded_namespace(sc)["metadata"]["name"]

@@ -57,6 +57,7 @@ class FaultProxy:
         self.injected: Counter[str] = Counter()
         self._seen: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self.closed = False
         tls = ssl.create_default_context(cafile=str(pki_dir / "ca.crt"))
         tls.load_cert_chain(str(pki_dir / f"{identity}.crt"), str(pki_dir / f"{identity}.key"))
         self._client = httpx.Client(verify=tls, timeout=60)
@@ -73,6 +74,7 @@ class FaultProxy:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.closed = True
         self._server.shutdown()
         self._server.server_close()
         self._client.close()
@@ -170,6 +172,9 @@ def _handler(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
                 return
             if fault is not None and fault.delay_s:
                 time.sleep(fault.delay_s)
+                if proxy.closed:  # the run ended while its request was held
+                    self._close()
+                    return
             headers = {k: v for k in FORWARDED if (v := self.headers.get(k))}
             if WATCH.search(self.path):
                 self._stream(headers, cut=fault is not None and fault.cut)

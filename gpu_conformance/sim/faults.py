@@ -186,22 +186,25 @@ def _apiserver_restart(ctx: Context) -> Observed:
 
 
 def _signal(sig: signal.Signals) -> Callable[[Context], Observed]:
-    def cause(ctx: Context) -> Observed:
-        def during(proc: subprocess.Popen[str]) -> None:
-            ctx.run_started(proc)
-            proc.send_signal(sig)
+    def during(ctx: Context, proc: subprocess.Popen[str], proxy: FaultProxy) -> None:
+        wait_for(lambda: proxy.injected["held"] or proc.poll() is not None, bool,
+                 what="the run's first pod creation (held by the proxy)", timeout=120, max_interval=0.2)
+        proc.send_signal(sig)
 
-        return ctx.run(f"signal-{sig.name}", during=during)
+    # The run's first pod creation is answered 20 s late, so the signal lands while the run waits on its
+    # workloads (the smoke gate's wave alone can finish before a signal sent on its first namespace lands).
+    held = Fault("held", r"^POST /api/v1/namespaces/[^/]+/pods$", times=1, delay_s=20.0)
+    return _through_proxy(f"signal-{sig.name}", held, during=during)
 
-    return cause
 
-
-def _through_proxy(name: str, *faults: Fault) -> Callable[[Context], Observed]:
+def _through_proxy(name: str, *faults: Fault,
+                   during: Callable[[Context, subprocess.Popen[str], FaultProxy], None] | None = None) -> Callable[[Context], Observed]:
     def cause(ctx: Context) -> Observed:
         state = ctx.sim.state()
         assert state is not None
         with FaultProxy(state.server, state.state_dir / "pki", list(faults)) as proxy:
-            seen = ctx.run(name, kubeconfig=proxy.write_kubeconfig(ctx.work / f"{name}.kubeconfig"))
+            seen = ctx.run(name, kubeconfig=proxy.write_kubeconfig(ctx.work / f"{name}.kubeconfig"),
+                           during=None if during is None else (lambda proc: during(ctx, proc, proxy)))
             return Observed(seen.code, seen.output, seen.leftovers, dict(proxy.injected), seen.seconds)
 
     return cause
