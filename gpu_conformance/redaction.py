@@ -30,6 +30,8 @@ _KEYED = re.compile(
     r"\"?\s*[=:]\s*\"?|(?-i:\b(?:Bearer|Basic))\s+)(?P<value>[A-Za-z0-9_\-.~+/=]{6,})",
     re.IGNORECASE,
 )
+# Every pattern above matches only text containing one of these (lower-cased).
+_TRIGGERS = ("-----begin", "eyj", "token", "client-key-data", "client-certificate-data", "password", "bearer", "basic")
 _known: set[str] = set()
 # Shorter values would mask ordinary words.
 _MIN_KNOWN = 8
@@ -80,6 +82,9 @@ def redact(text: str, known: Iterable[str] = ()) -> str:
     """`text` with every registered or given secret value and anything shaped like a credential masked."""
     for value in sorted({*_known, *(k for k in known if k)}, key=len, reverse=True):
         text = text.replace(value, REDACTED)
+    lowered = text.lower()
+    if not any(t in lowered for t in _TRIGGERS):
+        return text  # nothing any pattern below could match (the common case, and much the cheaper test)
     for pattern in _PATTERNS:
         text = pattern.sub(REDACTED, text)
     return _KEYED.sub(lambda m: m["key"] + REDACTED, text)

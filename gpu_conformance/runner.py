@@ -665,7 +665,9 @@ def _follow(
         if groups[key[0]].pause_image:  # fan-out: the DaemonSet's pod for the node, and the DaemonSet as submitted
             ds = fan.daemonset[key]
             name = reports[key][0] if key in reports else f"{ds[1]}-(no pod for {node})"
-            manifest = fan.manifests[ds]
+            # Its node affinity narrowed to this node: the whole list would make every node's evidence
+            # grow with the cluster (and the run with its square).
+            manifest = Fanout._pinned(fan.manifests[ds], frozenset({node}))
         out[key[0]][key[1]] = PodOutcome(node=node, pod=name, namespace=ns, state=state,
                                          settled=key not in given_up and settled(key, state),
                                          logs_error=logs_error, container_logs=logs,
