@@ -16,7 +16,7 @@ import kr8s
 from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
 from kr8s.objects import APIObject, DaemonSet, Namespace, Pod, get_class, new_class
 
-from gpu_conformance import fanout, nodelocks
+from gpu_conformance import fanout, nodelocks, transport
 from gpu_conformance.cluster import GPU_RESOURCE
 from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.progress import say
@@ -275,11 +275,10 @@ def events_by_object(api: kr8s.Api, namespace: str) -> dict[str, list[str]]:
     """Recent events in a namespace, as lines, grouped by the involved object's name."""
     out: dict[str, list[str]] = {}
     try:
-        events = list(api.get("events", namespace=namespace))
+        events = transport.list_raw(api, "events", namespace)
     except TRANSIENT as exc:
         return {"": [f"(events unavailable: {exc})"]}
-    for ev in sorted(events, key=lambda e: str(e.raw.get("lastTimestamp") or e.raw.get("eventTime") or "")):
-        raw = ev.raw
+    for raw in sorted(events, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or "")):
         obj = raw.get("involvedObject", {}).get("name", "")
         out.setdefault(obj, []).append(f"{raw.get('type', '')} {raw.get('reason', '')}: {raw.get('message', '')}".strip())
     return out

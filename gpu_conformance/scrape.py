@@ -19,6 +19,7 @@ import httpx
 import kr8s
 from kr8s.objects import Pod
 
+from gpu_conformance import transport
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
 from gpu_conformance.runner import api_call
 
@@ -110,7 +111,7 @@ def discover(api: kr8s.Api, nodes: Sequence[str], *, namespace: str | None = Non
              port: int | None = None, path: str = "/metrics") -> Exporter | None:
     """The exporter serving the selected nodes: the profile's Service, else a dcgm-exporter Service or
     pods, else GKE's device plugin (container metrics on 2112). None when none runs on any selected node."""
-    pods = [p.raw for p in api.get("pods", namespace=kr8s.ALL)]
+    pods = transport.list_raw(api, "pods")
     if service is not None:
         svc = next(iter(api.get("services", service, namespace=namespace)), None)
         if svc is None:

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 import kr8s
 
+from gpu_conformance import transport
+
 Flavour = Literal["nvidia-device-plugin", "gpu-operator", "gke"]
 
 # Component -> DaemonSet name of each flavour (GPU Operator operands are also owned by a ClusterPolicy).
@@ -146,14 +148,14 @@ class StackFacts:
 def gather(api: kr8s.Api, nodes: Iterable[str]) -> StackFacts:
     """List GPU-stack DaemonSets cluster-wide, their pods on `nodes`, and the ClusterPolicies."""
     wanted = set(nodes)
-    refs = [r for ds in api.get("daemonsets", namespace=kr8s.ALL) if (r := classify(ds.raw)) is not None]
+    refs = [r for raw in transport.list_raw(api, "daemonsets", group="apps") if (r := classify(raw)) is not None]
     pods: list[ComponentPod] = []
     for ref in refs:
         if not ref.selector:
             continue
         selector = ",".join(f"{k}={v}" for k, v in sorted(ref.selector.items()))
-        pods += [cp for p in api.get("pods", namespace=ref.namespace, label_selector=selector)
-                 if (cp := component_pod(ref, p.raw)).node in wanted]
+        pods += [cp for raw in transport.list_raw(api, "pods", ref.namespace, label_selector=selector)
+                 if (cp := component_pod(ref, raw)).node in wanted]
     try:
         policies = tuple(cluster_policy_state(cp.raw) for cp in api.get("clusterpolicies.nvidia.com"))
     except (kr8s.NotFoundError, kr8s.ServerError, ValueError):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import kr8s
+from kr8s._async_utils import as_sync_func  # kr8s's bridge to its event loop (pinned <0.21)
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, retry_if_result, stop_after_attempt
 
 from gpu_conformance.waiting import RETRY_STATUS, backoff_wait
@@ -94,3 +96,31 @@ def install(api: kr8s.Api, **options: float) -> None:
 
     api._create_session = create_retrying  # type: ignore[method-assign]
     wrap()  # a session kr8s made already
+
+
+LIST_PAGE = 500
+
+
+def list_raw(api: kr8s.Api, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
+             field_selector: str | None = None, group: str = "", version: str = "v1") -> list[dict[str, Any]]:
+    """Every object of `resource` as plain dicts (with kind and apiVersion), read in pages; `namespace`
+    None or kr8s.ALL: every namespace. kr8s's own listing wraps each object in a Box, about 4 ms a pod:
+    a cost that grows with the cluster, paid on every look at it."""
+    params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
+    where = None if namespace in (None, kr8s.ALL) else namespace
+
+    async def pages() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        more: dict[str, str] = {}
+        while True:
+            async with api.call_api("GET", version=version, base=f"/apis/{group}" if group else "/api", namespace=where,
+                                    url=resource, params={**params, "limit": str(LIST_PAGE), **more}) as resp:
+                body = resp.json()
+            kind, api_version = str(body.get("kind", "")).removesuffix("List"), body.get("apiVersion")
+            items += [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
+            token = (body.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+            more = {"continue": str(token)}
+
+    return as_sync_func(pages)()

@@ -290,21 +290,25 @@ def test_free_ports_come_from_below_the_ephemeral_range_and_skip_bound_ones() ->
 
 
 class _PodsApi:
-    """Just enough of kr8s.Api for Exporters.reconcile: the Running pods, changed by the test."""
+    """Stands for kr8s.Api in Exporters.reconcile: the pods it lists, changed by the test."""
 
     def __init__(self) -> None:
         self.pods: list[dict] = []
 
-    def get(self, kind: str, **_: object) -> list:
-        return [type("Obj", (), {"raw": p})() for p in self.pods]
+
+@pytest.fixture
+def pods_api(monkeypatch: pytest.MonkeyPatch) -> _PodsApi:
+    """A _PodsApi whose pods are what the exporter's listing (transport.list_raw) returns."""
+    monkeypatch.setattr(exporter.transport, "list_raw", lambda api, resource, *_, **__: list(api.pods))
+    return _PodsApi()
 
 
-def test_a_scrape_sees_the_pods_running_when_it_arrives_not_a_stale_list() -> None:
+def test_a_scrape_sees_the_pods_running_when_it_arrives_not_a_stale_list(pods_api: _PodsApi) -> None:
     """A CI failure under load: the load pod ran, but the simulated exporter's pod list lagged behind
     every scrape. A scrape now waits for a reconcile pass that began after it arrived."""
     import threading
 
-    api = _PodsApi()
+    api = pods_api
     exporters = exporter.Exporters(api, [exporter.NodeExporter("n1", NodeSpec(name="n1", gpus=2), "dcgm-exporter",  # type: ignore[arg-type]
                                                                 "dcgm-exporter", 9400)], jupyter_port=0)
     stop = threading.Event()
@@ -337,14 +341,14 @@ def _gpu_pod(name: str, phase: str, gpus: int = 1, created: str = "2026-11-23T00
             "status": status}
 
 
-def test_a_finished_pod_keeps_its_attribution_briefly_on_gpus_no_running_pod_holds() -> None:
+def test_a_finished_pod_keeps_its_attribution_briefly_on_gpus_no_running_pod_holds(pods_api: _PodsApi) -> None:
     """Like dcgm-exporter, whose pod attribution is refreshed once per collection interval."""
     import datetime as dt
 
     def ago(seconds: float) -> str:
         return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
 
-    api = _PodsApi()
+    api = pods_api
     exporters = exporter.Exporters(api, [exporter.NodeExporter("n1", NodeSpec(name="n1", gpus=2), "dcgm-exporter",  # type: ignore[arg-type]
                                                                 "dcgm-exporter", 9400)], jupyter_port=0)
     api.pods = [_gpu_pod("just-ended", "Succeeded", gpus=2, created="2026-11-23T00:00:00Z", ended=ago(3)),

@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from gpu_conformance import transport
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
 from gpu_conformance.runner import create_object
 from gpu_conformance.sim.fanoutplayer import FanoutPlayer
@@ -242,7 +243,7 @@ class Exporters:
         with self.lock:
             self.started += 1
             number = self.started
-        pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL)]
+        pods = transport.list_raw(self.api, "pods")
         now = time.time()
         # (running first, creation time, name): a pod that just ended only keeps GPUs no running pod holds.
         by_node: dict[str, list[tuple[bool, str, GpuPod]]] = {}
@@ -326,7 +327,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"exporter: reconcile failed, retrying: {type(exc).__name__}: {exc}", flush=True)
         nodes: dict[str, Any] | None = None  # listed once for the node agent and the fan-out player
         try:
-            nodes = {n.name: n.raw for n in api.get("nodes")}
+            nodes = {n["metadata"]["name"]: n for n in transport.list_raw(api, "nodes")}
         except Exception as exc:  # noqa: BLE001 - as above (each lists them again)
             print(f"exporter: listing nodes failed: {type(exc).__name__}: {exc}", flush=True)
         try:

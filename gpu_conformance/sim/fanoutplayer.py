@@ -34,7 +34,7 @@ from typing import Any
 import kr8s
 from kr8s.objects import Pod
 
-from gpu_conformance import fanout
+from gpu_conformance import fanout, transport
 from gpu_conformance.sim.kwokconfig import POD_CIDR
 from gpu_conformance.sim.outputs import behaviour
 from gpu_conformance.sim.scenario import CONTAINERS, NodeSpec, Scenario
@@ -210,9 +210,9 @@ class FanoutPlayer:
         """Observe the fan-out pods (and the nodes, unless given), patch those due; returns the patches applied."""
         assert self.api is not None
         now = time.time() if now is None else now
-        pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL, label_selector=fanout.FANOUT_LABEL)]
+        pods = transport.list_raw(self.api, "pods", label_selector=fanout.FANOUT_LABEL)
         if nodes is None:
-            nodes = {n.name: n.raw for n in self.api.get("nodes")} if self.wants_nodes(now, pods) else {}
+            nodes = {n["metadata"]["name"]: n for n in transport.list_raw(self.api, "nodes")} if self.wants_nodes(now, pods) else {}
         applied = []
         for play in self.plan(now, pods, nodes):
             obj = Pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": play.name, "namespace": play.namespace}},

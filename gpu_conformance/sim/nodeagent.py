@@ -28,6 +28,7 @@ from typing import Any, Literal
 import kr8s
 from kr8s.objects import Node
 
+from gpu_conformance import transport
 from gpu_conformance.runner import create_object
 from gpu_conformance.sim import stackobjects
 from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL, NOT_READY_LABEL
@@ -139,9 +140,9 @@ class NodeAgent:
             return []
         assert self.api is not None
         if nodes is None:
-            nodes = {n.name: n.raw for n in self.api.get("nodes")}
+            nodes = {n["metadata"]["name"]: n for n in transport.list_raw(self.api, "nodes")}
         nodes = {name: node for name, node in nodes.items() if name in self.nodes}
-        pods = [p.raw for p in self.api.get("pods", namespace=kr8s.ALL, label_selector=f"{COMPONENT_LABEL}={DEVICE_PLUGIN}")]
+        pods = transport.list_raw(self.api, "pods", label_selector=f"{COMPONENT_LABEL}={DEVICE_PLUGIN}")
         actions = self.plan(time.monotonic() if now is None else now, nodes, pods)
         for action in actions:
             self._apply(action)
