@@ -19,6 +19,8 @@ import httpx
 import kr8s
 from kr8s._async_utils import Portal  # kr8s's event loop (pinned <0.21), where its requests run
 
+from gpu_conformance import transport
+
 T = TypeVar("T")
 Ref = tuple[str, str]  # (namespace, name)
 
@@ -28,8 +30,6 @@ WATCH_SECONDS = 60
 READ_TIMEOUT_S = WATCH_SECONDS + 30
 # Statuses that mean "this identity may not watch pods here": looks become lists for good.
 NOT_ALLOWED = (401, 403, 405)
-# Pods per list request (large clusters: the API server answers in pages).
-LIST_PAGE = 500
 
 
 class PodWatch(Generic[T]):
@@ -80,19 +80,13 @@ class PodWatch(Generic[T]):
         return {**params, **extra}
 
     async def _list(self) -> tuple[dict[Ref, Mapping[str, Any]], str]:
-        """Every pod, a page of LIST_PAGE at a time (one consistent snapshot), and its resourceVersion."""
-        items: dict[Ref, Mapping[str, Any]] = {}
-        more: dict[str, str] = {}
-        while True:
-            self.requests += 1
-            async with self.api.call_api("GET", version="v1", base="/api", namespace=self.namespace or None,
-                                         url="pods", params={**self._params(limit=str(LIST_PAGE)), **more}) as resp:
-                body = resp.json()
-            items.update({(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in body.get("items") or []})
-            token = body["metadata"].get("continue")
-            if not token:
-                return items, str(body["metadata"]["resourceVersion"])
-            more = {"continue": str(token)}
+        """Every pod (one consistent snapshot, read in pages) and its resourceVersion."""
+        listing = await transport.list_pages(self.api, "pods", self.namespace or None, params=self._params())
+        self.requests += listing.pages
+        if not listing.resource_version:
+            raise ValueError("the pod list came without a resourceVersion")
+        items = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in listing.items}
+        return items, listing.resource_version
 
     async def _run(self) -> None:
         since: str | None = None

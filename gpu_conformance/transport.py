@@ -9,7 +9,8 @@ are retried for idempotent methods, and for any method where the connection was 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -101,26 +102,42 @@ def install(api: kr8s.Api, **options: float) -> None:
 LIST_PAGE = 500
 
 
+@dataclass(frozen=True)
+class Listing:
+    """One consistent read of a collection: its objects as plain dicts (with kind and apiVersion), the
+    collection's resourceVersion (where a watch would start) and the requests it took."""
+
+    items: list[dict[str, Any]]
+    resource_version: str
+    pages: int
+
+
+async def list_pages(api: kr8s.Api, resource: str, namespace: str | None = None, *,
+                     params: Mapping[str, str] | None = None, group: str = "", version: str = "v1") -> Listing:
+    """Every object of `resource` in `namespace` (None or kr8s.ALL: every namespace), read LIST_PAGE at a
+    time on kr8s's session; `params` are the list's own (labelSelector, fieldSelector)."""
+    where = None if namespace in (None, kr8s.ALL) else namespace
+    items: list[dict[str, Any]] = []
+    more: dict[str, str] = {}
+    pages = 0
+    while True:
+        pages += 1
+        async with api.call_api("GET", version=version, base=f"/apis/{group}" if group else "/api", namespace=where,
+                                url=resource, params={**(params or {}), "limit": str(LIST_PAGE), **more}) as resp:
+            body = resp.json()
+        kind, api_version = str(body.get("kind", "")).removesuffix("List"), body.get("apiVersion")
+        items += [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
+        meta = body.get("metadata") or {}
+        if not meta.get("continue"):
+            return Listing(items, str(meta.get("resourceVersion", "")), pages)
+        more = {"continue": str(meta["continue"])}
+
+
 def list_raw(api: kr8s.Api, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
              field_selector: str | None = None, group: str = "", version: str = "v1") -> list[dict[str, Any]]:
     """Every object of `resource` as plain dicts (with kind and apiVersion), read in pages; `namespace`
     None or kr8s.ALL: every namespace. kr8s's own listing wraps each object in a Box, about 4 ms a pod:
     a cost that grows with the cluster, paid on every look at it."""
     params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-    where = None if namespace in (None, kr8s.ALL) else namespace
-
-    async def pages() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        more: dict[str, str] = {}
-        while True:
-            async with api.call_api("GET", version=version, base=f"/apis/{group}" if group else "/api", namespace=where,
-                                    url=resource, params={**params, "limit": str(LIST_PAGE), **more}) as resp:
-                body = resp.json()
-            kind, api_version = str(body.get("kind", "")).removesuffix("List"), body.get("apiVersion")
-            items += [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
-            token = (body.get("metadata") or {}).get("continue")
-            if not token:
-                return items
-            more = {"continue": str(token)}
-
-    return as_sync_func(pages)()
+    listing = as_sync_func(list_pages)(api, resource, namespace, params=params, group=group, version=version)
+    return listing.items

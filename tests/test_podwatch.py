@@ -9,9 +9,10 @@ from pathlib import Path
 
 import kr8s
 import pytest
+from kr8s._async_utils import as_sync_func
 from kr8s.objects import Pod
 
-from gpu_conformance import runner
+from gpu_conformance import runner, transport
 from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.runner import PodState, pod_state
 from gpu_conformance.sim.control_plane import SimCluster
@@ -83,3 +84,19 @@ def test_a_watch_survives_faults(sim_api: kr8s.Api, sim_cluster: SimCluster, nam
                 assert pw.relists >= 1
             if expect == "resumed":
                 assert pw.requests >= 2 + proxy.injected[fault.name]
+
+
+def test_a_listing_reads_every_page_as_plain_objects(sim_api: kr8s.Api, namespace: str,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """transport.list_raw and the watch's first list share one paged reader: pages of 2 here."""
+    monkeypatch.setattr(transport, "LIST_PAGE", 2)
+    for i in range(5):
+        _pending_pod(sim_api, namespace, f"p{i}")
+    listing = as_sync_func(transport.list_pages)(sim_api, "pods", namespace)
+    assert sorted(p["metadata"]["name"] for p in listing.items) == [f"p{i}" for i in range(5)]
+    assert listing.pages == 3 and listing.resource_version
+    assert {(p["kind"], p["apiVersion"]) for p in listing.items} == {("Pod", "v1")}
+    assert [p["metadata"]["name"] for p in transport.list_raw(sim_api, "pods", namespace, field_selector="metadata.name=p3")] == ["p3"]
+    with PodWatch(sim_api, namespace, None, pod_state) as pw:
+        assert set(_all_refused(pw, {f"p{i}" for i in range(5)})) == {(namespace, f"p{i}") for i in range(5)}
+        assert pw.requests >= 3  # the first list took its three pages
