@@ -85,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--gate", choices=GATES, default="standard", help="the suite's gate (default standard)")
     bn.add_argument("--fanout", choices=("pods", "daemonset"), default="pods",
                     help="how the suite runs its per-node workloads (default pods)")
-    bn.add_argument("--write-readme", type=Path, metavar="README", help="replace the benchmark section of this README")
+    bn.add_argument("--write-readme", type=Path, metavar="README", help="replace this mode's benchmark section of this README")
     bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports and logs under DIR")
     fm = simsub.add_parser("faults", help="run the suite under bad input and cluster faults; print the fault matrix",
                            description="On a simulated cluster of its own: bad kubeconfigs and profiles, stopped "
@@ -123,6 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command != "run":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # A cancelled CI job sends SIGTERM: every command unwinds as on Ctrl-C (fixtures clean up, `sim bench`
+    # stops its cluster and its suite).
+    previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
     try:
         if args.command == "run":
             args.kubeconfig = cli_tools.incluster_kubeconfig(args.in_cluster, args.kubeconfig)
@@ -147,11 +150,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         print(f"gpu-conformance: error: {type(exc).__name__}: {exc} (run with --debug for a traceback)", file=sys.stderr)
         return int(ExitCode.INFRASTRUCTURE)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     return 0
 
 
 def _terminate_as_interrupt(signum: int, frame: FrameType | None) -> None:
-    # A cancelled CI job sends SIGTERM: unwind like Ctrl-C so fixtures clean up.
     raise KeyboardInterrupt
 
 
@@ -198,11 +202,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     if any(a == "-n" or a.startswith(("-n=", "--numprocesses")) or re.fullmatch(r"-n(\d+|auto|logical)", a) for a in extra) \
             and not any(a.startswith("--dist") for a in extra):
         pytest_args.append("--dist=loadfile")  # per-node workload runs are module-scoped: keep a module on one worker
-    previous_handler = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
-    try:
-        code = int(pytest.main(pytest_args + extra))
-    finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+    code = int(pytest.main(pytest_args + extra))
     redaction.register_kubeconfig(target.kubeconfig)
     redaction.scrub_dir(report_dir)  # whatever the report plugins wrote on their own (captured output, tracebacks)
     return _verdict(code, summary, report_dir, previous, args.baseline)

@@ -34,11 +34,14 @@ NOT_ALLOWED = (401, 403, 405)
 
 class PodWatch(Generic[T]):
     """Pods of one namespace (or every namespace, by label selector) converted by `convert`, by
-    (namespace, name). A context manager: the watch runs on kr8s's event loop while it is open."""
+    (namespace, name). A context manager: the watch runs on kr8s's event loop while it is open.
+    `resource` watches another core collection the same way (the simulator's helper follows nodes,
+    whose namespace is "")."""
 
     def __init__(self, api: kr8s.Api, namespace: str | None, label_selector: str | None,
-                 convert: Callable[[Mapping[str, Any]], T]) -> None:
+                 convert: Callable[[Mapping[str, Any]], T], *, resource: str = "pods") -> None:
         self.api = api
+        self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
         self.convert = convert
@@ -81,11 +84,11 @@ class PodWatch(Generic[T]):
 
     async def _list(self) -> tuple[dict[Ref, Mapping[str, Any]], str]:
         """Every pod (one consistent snapshot, read in pages) and its resourceVersion."""
-        listing = await transport.list_pages(self.api, "pods", self.namespace or None, params=self._params())
+        listing = await transport.list_pages(self.api, self.resource, self.namespace or None, params=self._params())
         self.requests += listing.pages
         if not listing.resource_version:
             raise ValueError("the pod list came without a resourceVersion")
-        items = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in listing.items}
+        items = {_ref(p): p for p in listing.items}
         return items, listing.resource_version
 
     async def _run(self) -> None:
@@ -126,10 +129,10 @@ class PodWatch(Generic[T]):
         params = self._params(watch="true", resourceVersion=since, allowWatchBookmarks="true",
                               timeoutSeconds=str(WATCH_SECONDS))
         timeout = httpx.Timeout(30.0, read=READ_TIMEOUT_S)
-        async with self.api.call_api("GET", version="v1", base="/api", namespace=self.namespace or None, url="pods",
+        async with self.api.call_api("GET", version="v1", base="/api", namespace=self.namespace or None, url=self.resource,
                                      params=params, stream=True, raise_for_status=False, timeout=timeout) as resp:
             if resp.status_code in NOT_ALLOWED:
-                raise _Refused(f"watching pods is not allowed (HTTP {resp.status_code}): each look is a list")
+                raise _Refused(f"watching {self.resource} is not allowed (HTTP {resp.status_code}): each look is a list")
             if resp.status_code == 410:
                 return None
             if resp.is_error:
@@ -149,13 +152,18 @@ class PodWatch(Generic[T]):
                 since = str(obj["metadata"]["resourceVersion"])
                 if kind == "BOOKMARK":
                     continue
-                ref = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                ref = _ref(obj)
                 with self._lock:
                     if kind == "DELETED":
                         self._states.pop(ref, None)
                     else:
                         self._states[ref] = self.convert(obj)
         return since
+
+
+def _ref(obj: Mapping[str, Any]) -> Ref:
+    meta = obj["metadata"]
+    return str(meta.get("namespace", "")), str(meta["name"])
 
 
 class _Refused(Exception):

@@ -32,8 +32,12 @@ from gpu_conformance.workloads import GPU_TOLERATION, render
 GPUS_PER_NODE = 8
 BASELINE_TIMEOUT_S = 1800
 SUITE_TIMEOUT_S = 7200
-README_BEGIN = "<!-- benchmark:begin -->"
-README_END = "<!-- benchmark:end -->"
+
+
+def readme_markers(fanout: str) -> tuple[str, str]:
+    """The README section each mode's table replaces (pod mode keeps the original markers)."""
+    mode = "" if fanout == "pods" else f"-{fanout}"
+    return f"<!-- benchmark{mode}:begin -->", f"<!-- benchmark{mode}:end -->"
 
 
 @dataclass(frozen=True)
@@ -93,28 +97,20 @@ def baseline(kubectl: Path, kubeconfig: Path, nodes: list[str], work: Path) -> f
     return took
 
 
-# Runs a command and prints its peak RSS (the largest of it and its waited-for children) in KiB.
-_MEASURE = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-            "print('peak-rss-kib', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); "
-            "sys.exit(rc)")
-
-
 def suite(kubeconfig: Path, sc: Scenario, gate: str, work: Path, extra: Sequence[str]) -> tuple[float, int, dict[str, int], float]:
     """(seconds, exit code, totals, peak RSS MiB) of one `gpu-conformance run`."""
     profile = work / "profile.yaml"
     profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
     report_dir = work / "reports"
-    cmd = [sys.executable, "-c", _MEASURE, sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}",
+    cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}",
            f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", f"--gate={gate}",
            f"--report-dir={report_dir}", *extra]
     started = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=SUITE_TIMEOUT_S, check=False)
+    run = matrix.run_child(cmd, work / "suite.log", SUITE_TIMEOUT_S, own_session=True)
     took = time.monotonic() - started
-    (work / "suite.log").write_text(proc.stdout + proc.stderr)
-    rss = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("peak-rss-kib")), 0)
     summary = report_dir / "summary.json"
     totals = json.loads(summary.read_text())["totals"] if summary.is_file() else {}
-    return took, proc.returncode, totals, rss / 1024
+    return took, run.code, totals, run.peak_rss_mib
 
 
 def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = None) -> Row:
@@ -171,8 +167,8 @@ def machine() -> str:
     return f"{platform.machine()}, {cpus} CPU cores, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
-def write_readme(readme: Path, text: str) -> None:
-    matrix.write_section(readme, README_BEGIN, README_END, text)
+def write_readme(readme: Path, text: str, fanout: str = "pods") -> None:
+    matrix.write_section(readme, *readme_markers(fanout), text)
 
 
 def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | None, keep: Path | None,
@@ -187,5 +183,5 @@ def main(sizes: Sequence[int], gate: str, extra: Sequence[str], readme: Path | N
     print()
     print(produced)
     if readme is not None:
-        write_readme(readme, f"{text}\n\n{produced}")
+        write_readme(readme, f"{text}\n\n{produced}", fanout)
     return 0 if all(r.suite_exit == 0 for r in rows) else 1

@@ -23,6 +23,7 @@ import kr8s
 import yaml
 from kr8s.objects import Node
 
+from gpu_conformance import transport
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
 from gpu_conformance.progress import say
 from gpu_conformance.runner import create_object
@@ -42,6 +43,10 @@ KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # Start-up budgets: etcd and the apiserver start in seconds on a laptop; CI machines are slower.
 START_TIMEOUT_S = 120.0
 NODES_READY_TIMEOUT_S = 120.0
+# Large simulated clusters: the DaemonSet controller (100 requests/s) and kwok start the stack's pods
+# at a bounded rate; each pod adds this much to the start-up budget (6,000 pods: 420 s).
+STACK_POD_BUDGET_S = 0.07
+PROGRESS_EVERY_S = 15.0  # long start-up waits say how far they got
 STOP_GRACE_S = 10.0
 
 # `exporter` is this package's simulated GPU metrics exporters (gpu_conformance.sim.exporter).
@@ -600,21 +605,28 @@ class SimCluster:
         _say(f"stack: {len(with_stack)} scenario(s), {expected} DaemonSet pod(s) expected")
         crashing = set(stackobjects.crash_keys(scenarios))
 
+        told = [time.monotonic()]
+
         def settled() -> int:
-            pods = api.get("pods", namespace=kr8s.ALL, label_selector=stackobjects.COMPONENT_LABEL)
             count = 0
-            for p in pods:
-                key = f"{p.metadata.labels[stackobjects.COMPONENT_LABEL]}@{p.spec.get('nodeName', '')}"
-                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in (p.raw.get("status") or {}).get("conditions") or [])
-                count += ready == (key not in crashing) and p.raw.get("status", {}).get("phase") == "Running"
+            for p in transport.list_raw(api, "pods", label_selector=stackobjects.COMPONENT_LABEL):
+                key = f"{p['metadata']['labels'][stackobjects.COMPONENT_LABEL]}@{p['spec'].get('nodeName', '')}"
+                status = p.get("status") or {}
+                ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
+                count += ready == (key not in crashing) and status.get("phase") == "Running"
+            if time.monotonic() - told[0] >= PROGRESS_EVERY_S and count < expected:
+                told[0] = time.monotonic()
+                _say(f"stack: {count}/{expected} pods settled")
             return count
 
-        wait_for(settled, lambda n: n >= expected, what=f"{expected} GPU-stack pods to settle", timeout=START_TIMEOUT_S,
+        budget = max(START_TIMEOUT_S, STACK_POD_BUDGET_S * expected)
+        wait_for(settled, lambda n: n >= expected, what=f"{expected} GPU-stack pods to settle", timeout=budget,
                  describe=lambda n: f"{n}/{expected} settled", tolerate=(kr8s.ServerError, OSError))
         serving = exporter.serving_nodes(scenarios)
         if serving:  # every exporter pod must be reachable before `up` returns
-            wait_for(lambda: len(list(api.get(stackobjects.PORTFORWARD_CRD, namespace=kr8s.ALL))), lambda n: n >= len(serving),
-                     what=f"port-forwards for {len(serving)} simulated metrics exporter(s)", timeout=START_TIMEOUT_S,
+            group, version = stackobjects.PORTFORWARD_API
+            wait_for(lambda: len(transport.list_raw(api, "portforwards", group=group, version=version)), lambda n: n >= len(serving),
+                     what=f"port-forwards for {len(serving)} simulated metrics exporter(s)", timeout=budget,
                      describe=lambda n: f"{n}/{len(serving)} in place", tolerate=(kr8s.ServerError, OSError))
 
     def _ensure_crd(self, api: kr8s.Api, manifest: dict[str, Any]) -> None:

@@ -206,11 +206,15 @@ class FanoutPlayer:
         self.stalled: set[str] = set()  # pod UIDs first seen on a node that was not Ready (they start when it is)
         self.done: set[str] = set()  # pod UIDs played (until they disappear)
 
-    def tick(self, now: float | None = None, nodes: Mapping[str, Mapping[str, Any]] | None = None) -> list[Play]:
-        """Observe the fan-out pods (and the nodes, unless given), patch those due; returns the patches applied."""
+    def tick(self, now: float | None = None, nodes: Mapping[str, Mapping[str, Any]] | None = None,
+             pods: Sequence[Mapping[str, Any]] | None = None) -> list[Play]:
+        """Observe the fan-out pods (picked out of `pods`, or listed) and the nodes (unless given), patch
+        those due; returns the patches applied."""
         assert self.api is not None
         now = time.time() if now is None else now
-        pods = transport.list_raw(self.api, "pods", label_selector=fanout.FANOUT_LABEL)
+        if pods is None:
+            pods = transport.list_raw(self.api, "pods", label_selector=fanout.FANOUT_LABEL)
+        pods = [p for p in pods if fanout.FANOUT_LABEL in (p["metadata"].get("labels") or {})]
         if nodes is None:
             nodes = {n["metadata"]["name"]: n for n in transport.list_raw(self.api, "nodes")} if self.wants_nodes(now, pods) else {}
         applied = []

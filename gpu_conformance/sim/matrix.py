@@ -4,9 +4,11 @@ scenario declares it must break (expect_failures / expect_errors)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,10 +70,45 @@ def run_scenario(kubeconfig: Path, sc: Scenario, work: Path, extra: Sequence[str
     report_dir = work / "reports"
     cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}", f"--report-dir={report_dir}",
            f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", *sc.suite_args, *extra]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    run = run_child(cmd, work / "suite.log", timeout=900)
     path = report_dir / "summary.json"
     summary = json.loads(path.read_text()) if path.is_file() else {}
-    return proc.returncode, summary, proc.stdout + proc.stderr
+    return run.code, summary, run.output
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    code: int
+    output: str  # stdout and stderr, interleaved
+    peak_rss_mib: float  # the largest of the process and the children it waited for
+
+
+# An interrupted child gets SIGTERM (the suite then deletes what it made) and this long before SIGKILL.
+CHILD_GRACE_S = 60.0
+
+
+def run_child(cmd: Sequence[str], log: Path, timeout: float, *, own_session: bool = False) -> ChildRun:
+    """Run `cmd` (a `gpu-conformance run`), its output to `log`. Past `timeout`, or when this thread is
+    interrupted (Ctrl-C, SIGTERM), the child gets SIGTERM and cleans up before it ends. `own_session`: a
+    terminal's Ctrl-C reaches only this process, which passes it on once (else the child gets it too)."""
+    with log.open("w") as out:
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session)
+        timer = threading.Timer(timeout, proc.terminate)
+        timer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(CHILD_GRACE_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
+    return ChildRun(proc.returncode, log.read_text(errors="replace"), usage.ru_maxrss / 1024)
 
 
 def _cell(req_id: str, verdict: Verdict, sc: Scenario) -> str:

@@ -134,15 +134,19 @@ class NodeAgent:
         self.api = api
         self.nodes = {n: NodeState(n, spec, sc) for sc in scenarios for n, spec in sc.expanded() if spec.allocatable > 0}
 
-    def tick(self, now: float | None = None, nodes: Mapping[str, Mapping[str, Any]] | None = None) -> list[Action]:
-        """Observe the nodes (unless given, by name) and device-plugin pods, act on what is due; returns the actions applied."""
+    def tick(self, now: float | None = None, nodes: Mapping[str, Mapping[str, Any]] | None = None,
+             pods: Sequence[Mapping[str, Any]] | None = None) -> list[Action]:
+        """Observe the nodes (by name) and pods (device-plugin pods are picked out), unless given; act on what
+        is due; returns the actions applied."""
         if not self.nodes:
             return []
         assert self.api is not None
         if nodes is None:
             nodes = {n["metadata"]["name"]: n for n in transport.list_raw(self.api, "nodes")}
         nodes = {name: node for name, node in nodes.items() if name in self.nodes}
-        pods = transport.list_raw(self.api, "pods", label_selector=f"{COMPONENT_LABEL}={DEVICE_PLUGIN}")
+        if pods is None:
+            pods = transport.list_raw(self.api, "pods", label_selector=f"{COMPONENT_LABEL}={DEVICE_PLUGIN}")
+        pods = [p for p in pods if (p["metadata"].get("labels") or {}).get(COMPONENT_LABEL) == DEVICE_PLUGIN]
         actions = self.plan(time.monotonic() if now is None else now, nodes, pods)
         for action in actions:
             self._apply(action)

@@ -12,7 +12,8 @@ from gpu_conformance.stack import GKE_COMPONENTS, OPERAND_DEPLOY_LABEL, OPERATOR
 _IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 CRD_NAME = "clusterpolicies.nvidia.com"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
-PORTFORWARD_CRD = "portforwards.kwok.x-k8s.io"
+PORTFORWARD_API = ("kwok.x-k8s.io", "v1alpha1")  # kwok's PortForward: (group, version)
+PORTFORWARD_CRD = f"portforwards.{PORTFORWARD_API[0]}"
 DCGM_SERVICE = "nvidia-dcgm-exporter"
 DCGM_PORT_NAME = "gpu-metrics"
 
@@ -74,7 +75,7 @@ def service_monitor_crd() -> dict[str, Any]:
 
 def portforward_crd() -> dict[str, Any]:
     """kwok's PortForward CRD: the simulated exporters' pods forward their metrics port to a local endpoint."""
-    return _crd("kwok.x-k8s.io", "v1alpha1", "PortForward", "portforwards", "Namespaced", status=True)
+    return _crd(*PORTFORWARD_API, "PortForward", "portforwards", "Namespaced", status=True)
 
 
 def dcgm_service(sc: Scenario) -> dict[str, Any]:
