@@ -19,7 +19,7 @@ from kr8s.objects import APIObject, DaemonSet, Namespace, Pod, get_class, new_cl
 from gpu_conformance import fanout, nodelocks, transport
 from gpu_conformance.cluster import GPU_RESOURCE
 from gpu_conformance.podwatch import PodWatch
-from gpu_conformance.progress import say
+from gpu_conformance.progress import Ticker, say
 from gpu_conformance.waiting import WaitTimeout, status_of, wait_for, with_retries
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, pin_to_nodes, pinned_nodes, render
 
@@ -646,8 +646,16 @@ def _follow(
         shown = ", ".join(f"{ns}/{n}={states.get((ns, n), ABSENT).phase}" for ns, n in left[:10])
         return f"{len(pods) - len(left)}/{len(pods)} settled or given up; waiting for: {shown}"
 
+    ticker = Ticker()
+
+    def finished(states: Mapping[tuple[str, str], PodState]) -> bool:
+        left = len(undecided(states))
+        if left and ticker.due():
+            say(f"{what}: {len(pods) - left}/{len(pods)} pod(s) settled after {time.monotonic() - started:.0f}s")
+        return not left
+
     try:
-        states = wait_for(observe, lambda st: not undecided(st), what=f"{what} pods to finish",
+        states = wait_for(observe, finished, what=f"{what} pods to finish",
                           timeout=_longest_queue(groups), describe=summary,
                           tolerate=TRANSIENT, max_interval=2.0)
     except WaitTimeout as exc:

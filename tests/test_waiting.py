@@ -103,3 +103,16 @@ def test_create_counts_already_exists_after_a_lost_answer_as_created() -> None:
     clash = Obj([_server_error(409)])  # on the first attempt, a real name clash
     with pytest.raises(kr8s.ServerError):
         runner.create(clash)  # type: ignore[arg-type]
+
+
+def test_a_ticker_is_due_once_per_period(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gpu_conformance import progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: now[0])
+    ticker = progress.Ticker(15)
+    seen = []
+    for _ in range(8):
+        now[0] += 5
+        seen.append(ticker.due())
+    assert seen == [False, False, True, False, False, True, False, False]

@@ -25,7 +25,7 @@ from kr8s.objects import Node
 
 from gpu_conformance import transport
 from gpu_conformance.cluster import LEGACY_GPU_RESOURCE, list_nodes
-from gpu_conformance.progress import say
+from gpu_conformance.progress import Ticker, say
 from gpu_conformance.runner import create_object
 from gpu_conformance.scrape import free_local_port
 from gpu_conformance.errors import SimError
@@ -46,7 +46,6 @@ NODES_READY_TIMEOUT_S = 120.0
 # Large simulated clusters: the DaemonSet controller (100 requests/s) and kwok start the stack's pods
 # at a bounded rate; each pod adds this much to the start-up budget (6,000 pods: 420 s).
 STACK_POD_BUDGET_S = 0.07
-PROGRESS_EVERY_S = 15.0  # long start-up waits say how far they got
 STOP_GRACE_S = 10.0
 
 # `exporter` is this package's simulated GPU metrics exporters (gpu_conformance.sim.exporter).
@@ -605,7 +604,7 @@ class SimCluster:
         _say(f"stack: {len(with_stack)} scenario(s), {expected} DaemonSet pod(s) expected")
         crashing = set(stackobjects.crash_keys(scenarios))
 
-        told = [time.monotonic()]
+        ticker = Ticker()
 
         def settled() -> int:
             count = 0
@@ -614,8 +613,7 @@ class SimCluster:
                 status = p.get("status") or {}
                 ready = any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
                 count += ready == (key not in crashing) and status.get("phase") == "Running"
-            if time.monotonic() - told[0] >= PROGRESS_EVERY_S and count < expected:
-                told[0] = time.monotonic()
+            if count < expected and ticker.due():
                 _say(f"stack: {count}/{expected} pods settled")
             return count
 

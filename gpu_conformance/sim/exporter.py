@@ -309,25 +309,34 @@ def _as_is(raw: Mapping[str, Any]) -> Mapping[str, Any]:
     return raw
 
 
-def _pass(exporters: Exporters, agent: NodeAgent, player: FanoutPlayer, pod_watch: PodWatch[Mapping[str, Any]],
-          node_watch: PodWatch[Mapping[str, Any]]) -> None:
-    """One pass of the helper's loop: the exporters, the node agent and the fan-out player see the same pods."""
+def _guarded(what: str, step: Callable[[], object]) -> None:
+    """One step of a long-running helper loop: a failure is logged and the next round tries again."""
     try:
-        pods: list[Mapping[str, Any]] = list(pod_watch.states().values())
-        nodes = {name: node for (_, name), node in node_watch.states().items()}
+        step()
     except Exception as exc:  # noqa: BLE001 - a long-running helper: log and go on
-        print(f"exporter: reading pods and nodes failed, retrying: {type(exc).__name__}: {exc}", flush=True)
-        return
-    steps: list[tuple[str, Callable[[], object]]] = [
-        ("reconcile", lambda: exporters.reconcile(pods)),
-        ("node agent", lambda: agent.tick(nodes=nodes, pods=pods)),
-        ("fan-out player", lambda: player.tick(nodes=nodes, pods=pods)),
-    ]
-    for what, step in steps:
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - as above
-            print(f"exporter: {what} failed, retrying: {type(exc).__name__}: {exc}", flush=True)
+        print(f"exporter: {what} failed, retrying: {type(exc).__name__}: {exc}", flush=True)
+
+
+def _pods(watch: PodWatch[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return list(watch.states().values())
+
+
+def _serve_loop(exporters: Exporters, pod_watch: PodWatch[Mapping[str, Any]], stop: threading.Event) -> None:
+    """The exporters' own loop: a scrape waits for one pass of it only (not for the node agent's or the
+    fan-out player's work, which at 1,000 nodes made an idle read of every exporter take minutes)."""
+    while not stop.is_set():
+        _guarded("reconcile", lambda: exporters.reconcile(_pods(pod_watch)))
+        exporters.wake.wait(RECONCILE_INTERVAL_S)  # or sooner, when a scrape asks for fresh pods
+        exporters.wake.clear()
+
+
+def _play(agent: NodeAgent, player: FanoutPlayer, pod_watch: PodWatch[Mapping[str, Any]],
+          node_watch: PodWatch[Mapping[str, Any]]) -> None:
+    """One round of the simulated kubelets' work: the node agent and the fan-out player see the same pods."""
+    pods = _pods(pod_watch)
+    nodes = {name: node for (_, name), node in node_watch.states().items()}
+    _guarded("node agent", lambda: agent.tick(nodes=nodes, pods=pods))
+    _guarded("fan-out player", lambda: player.tick(nodes=nodes, pods=pods))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -349,10 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Every pod and node, kept current by a watch each: a pass reads them from memory, not from the API
     # server (at 1,000 nodes a list of every pod and node on each pass was half a core of the two).
     with PodWatch(api, None, None, _as_is) as pod_watch, PodWatch(api, None, None, _as_is, resource="nodes") as node_watch:
+        threading.Thread(target=_serve_loop, args=(exporters, pod_watch, stop), daemon=True).start()
         while not stop.is_set():
-            _pass(exporters, agent, player, pod_watch, node_watch)
-            exporters.wake.wait(RECONCILE_INTERVAL_S)  # or sooner, when a scrape asks for fresh pods
-            exporters.wake.clear()
+            _guarded("reading pods and nodes", lambda: _play(agent, player, pod_watch, node_watch))
+            stop.wait(RECONCILE_INTERVAL_S)
     return 0
 
 

@@ -35,6 +35,7 @@ import kr8s
 from kr8s.objects import Pod
 
 from gpu_conformance import fanout, transport
+from gpu_conformance.runner import concurrently
 from gpu_conformance.sim.kwokconfig import POD_CIDR
 from gpu_conformance.sim.outputs import behaviour
 from gpu_conformance.sim.scenario import CONTAINERS, NodeSpec, Scenario
@@ -217,21 +218,23 @@ class FanoutPlayer:
         pods = [p for p in pods if fanout.FANOUT_LABEL in (p["metadata"].get("labels") or {})]
         if nodes is None:
             nodes = {n["metadata"]["name"]: n for n in transport.list_raw(self.api, "nodes")} if self.wants_nodes(now, pods) else {}
-        applied = []
-        for play in self.plan(now, pods, nodes):
-            obj = Pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": play.name, "namespace": play.namespace}},
-                      api=self.api)
-            try:
-                obj.patch({"metadata": {"uid": play.uid}, "status": dict(play.status)}, subresource="status")
-            except kr8s.NotFoundError:
-                continue  # deleted meanwhile
-            except Exception as exc:  # noqa: BLE001 - a long-running helper: try this pod again next tick
-                self.done.discard(play.uid)
-                print(f"fan-out player: patching pod {play.namespace}/{play.name} failed, retrying: "
-                      f"{type(exc).__name__}: {exc}", flush=True)
-                continue
-            applied.append(play)
-        return applied
+        # Many pods fall due together (a DaemonSet's pods on every node): patched side by side, as kubelets would.
+        return [play for play in concurrently(self._apply, self.plan(now, pods, nodes)) if play is not None]
+
+    def _apply(self, play: Play) -> Play | None:
+        assert self.api is not None
+        obj = Pod({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": play.name, "namespace": play.namespace}},
+                  api=self.api)
+        try:
+            obj.patch({"metadata": {"uid": play.uid}, "status": dict(play.status)}, subresource="status")
+        except kr8s.NotFoundError:
+            return None  # deleted meanwhile
+        except Exception as exc:  # noqa: BLE001 - a long-running helper: try this pod again next tick
+            self.done.discard(play.uid)
+            print(f"fan-out player: patching pod {play.namespace}/{play.name} failed, retrying: "
+                  f"{type(exc).__name__}: {exc}", flush=True)
+            return None
+        return play
 
     def _candidates(self, pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
         """Pods bound to a scenario node, not being deleted, not played yet."""
