@@ -13,7 +13,6 @@ _IMAGE = "nvcr.io/nvidia/k8s-device-plugin:v0.17.0"
 CRD_NAME = "clusterpolicies.nvidia.com"
 SERVICE_MONITOR_CRD = "servicemonitors.monitoring.coreos.com"
 PORTFORWARD_API = ("kwok.x-k8s.io", "v1alpha1")  # kwok's PortForward: (group, version)
-PORTFORWARD_CRD = f"portforwards.{PORTFORWARD_API[0]}"
 DCGM_SERVICE = "nvidia-dcgm-exporter"
 DCGM_PORT_NAME = "gpu-metrics"
 
