@@ -19,6 +19,7 @@ from typing import Any
 import kr8s
 from kr8s.objects import Node, Pod
 
+from gpu_conformance import transport
 from gpu_conformance.errors import GpuConformanceError
 from gpu_conformance.progress import say
 from gpu_conformance.runner import TRANSIENT, api_call
@@ -309,11 +310,11 @@ def uncordon(api: kr8s.Api, node: str, run_id: str | None = None) -> str:
 def restore_cordons(api: kr8s.Api, run_id: str | None = None) -> list[str]:
     """Uncordon every node the suite cordoned (in one run, or in any); returns their names."""
     done = []
-    for node in api.get("nodes"):
-        mark = (node.metadata.get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+    for node in transport.list_raw(api, "nodes"):
+        mark = (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
         if mark is not None and (run_id is None or mark == run_id):
-            uncordon(api, str(node.name))
-            done.append(str(node.name))
+            uncordon(api, str(node["metadata"]["name"]))
+            done.append(str(node["metadata"]["name"]))
     return done
 
 

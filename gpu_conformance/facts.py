@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,12 +26,16 @@ class ClusterFacts:
     nodes: tuple[NodeFacts, ...]
     node_selector: str | None
 
-    @property
+    @cached_property
     def gpu_nodes(self) -> tuple[NodeFacts, ...]:
         return tuple(n for n in self.nodes if n.is_gpu_node)
 
+    @cached_property
+    def _by_name(self) -> dict[str, NodeFacts]:
+        return {n.name: n for n in self.nodes}
+
     def node(self, name: str) -> NodeFacts:
-        return next(n for n in self.nodes if n.name == name)
+        return self._by_name[name]
 
 
 def gather(api: kr8s.Api, node_selector: str | None) -> ClusterFacts:

@@ -332,5 +332,6 @@ def pod_objects(api: kr8s.Api, exporter: Exporter) -> list[dict[str, Any]]:
     wanted = {(pod.namespace, pod.name) for pod in exporter.pods.values()}
     out = []
     for namespace in sorted({ns for ns, _ in wanted}):
-        out += [p.raw for p in api.get("pods", namespace=namespace) if (namespace, str(p.name)) in wanted]
+        out += [p for p in transport.list_raw(api, "pods", namespace)
+                if (namespace, str(p["metadata"]["name"])) in wanted]
     return out

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal
 
 import kr8s
@@ -127,11 +128,23 @@ class StackFacts:
 
     def flavours(self) -> list[Flavour]:
         """Flavours with at least one pod on a selected node, most specific first."""
+        return list(self._flavours)
+
+    @cached_property
+    def _flavours(self) -> tuple[Flavour, ...]:
         present = {p.flavour for p in self.pods}
-        return [f for f in FLAVOURS if f in present]
+        return tuple(f for f in FLAVOURS if f in present)
+
+    @cached_property
+    def by_node(self) -> Mapping[str, tuple[ComponentPod, ...]]:
+        """The pods on each node (every check on a node asks: one pass over the pods, not one per check)."""
+        out: dict[str, list[ComponentPod]] = {}
+        for pod in self.pods:
+            out.setdefault(pod.node, []).append(pod)
+        return {node: tuple(pods) for node, pods in out.items()}
 
     def pods_on(self, node: str, flavour: Flavour, component: str | None = None) -> list[ComponentPod]:
-        return [p for p in self.pods if p.node == node and p.flavour == flavour and component in (None, p.component)]
+        return [p for p in self.by_node.get(node, ()) if p.flavour == flavour and component in (None, p.component)]
 
     def components(self, flavour: Flavour, node_labels: Mapping[str, str] | None = None) -> list[str]:
         """Components of a flavour expected on a node (GPU Operator operands the node opts out of excluded)."""
@@ -178,7 +191,7 @@ def restarted_since(before: StackFacts, now: Sequence[ComponentPod],
                     deleted_on_purpose: Iterable[tuple[str, str]] = ()) -> list[str]:
     """What restarted between two looks: restart counts that grew, pods replaced by new ones (except
     replacements of pods (namespace, name) the suite deleted on purpose)."""
-    earlier = {(p.daemonset, p.node): p for p in before.pods}
+    earlier = {(p.daemonset, p.node): p for node in {p.node for p in now} for p in before.by_node.get(node, ())}
     excused = set(deleted_on_purpose)
     out = []
     for pod in now:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from packaging.version import Version
 
@@ -178,10 +179,31 @@ class GroupDrivers:
     drivers: Mapping[str, str]  # node -> driver
 
     def split(self) -> str:
-        """`580.159.04 on a, b; 570.172.08 on c`."""
-        return "; ".join(f"{d} on {', '.join(sorted(n for n, v in self.drivers.items() if v == d))}"
-                         for d in sorted(set(self.drivers.values())))
+        """`580.159.04 on a, b; 570.172.08 on c` (past SPLIT_NAMES nodes of one driver: a count and the first ones)."""
+        return self._split
 
     def usual(self) -> str | None:
         """The driver more than half of the group runs."""
+        return self._usual
+
+    # Every node of the group asks the same (computed once: a group can be a thousand nodes).
+    @cached_property
+    def _split(self) -> str:
+        by_driver: dict[str, list[str]] = {}
+        for node, driver in self.drivers.items():
+            by_driver.setdefault(driver, []).append(node)
+        return "; ".join(f"{d} on {_some(sorted(by_driver[d]))}" for d in sorted(by_driver))
+
+    @cached_property
+    def _usual(self) -> str | None:
         return majority(self.drivers)
+
+
+SPLIT_NAMES = 10
+
+
+def _some(names: Sequence[str]) -> str:
+    """`a, b` or, past SPLIT_NAMES names, `1000 nodes (a, b, ..., j, ...)`."""
+    if len(names) <= SPLIT_NAMES:
+        return ", ".join(names)
+    return f"{len(names)} nodes ({', '.join(names[:SPLIT_NAMES])}, ...)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import re
@@ -27,8 +28,19 @@ _MAX_NAME = 253
 
 def default_images() -> dict[str, str]:
     """The pinned default image of each workload."""
-    data = yaml.safe_load((WORKLOAD_DIR / "images.yaml").read_text())
+    return dict(_images(WORKLOAD_DIR / "images.yaml"))
+
+
+@functools.cache
+def _images(path: Path) -> dict[str, str]:
+    data = yaml.load(path.read_text(), Loader=yaml.CSafeLoader)  # noqa: S506 - libyaml's safe loader
     return {str(k): str(v) for k, v in data.items()}
+
+
+@functools.cache
+def _template(path: Path) -> string.Template:
+    """A workload's manifest template (read once: a run renders thousands of pods from a handful of them)."""
+    return string.Template(path.read_text())
 
 
 def pod_name(workload: str, node: str, variant: str = "") -> str:
@@ -93,10 +105,10 @@ def render(
     # JSON is valid YAML: every value is substituted as a JSON scalar or flow collection.
     encoded = {k: v if isinstance(v, (int, float)) else json.dumps(v) for k, v in values.items()}
     try:
-        rendered = string.Template(path.read_text()).substitute(encoded)
+        rendered = _template(path).substitute(encoded)
     except KeyError as exc:
         raise ConfigError(f"workload {workload!r} needs a value for {exc.args[0]}") from None
-    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+    return [doc for doc in yaml.load_all(rendered, Loader=yaml.CSafeLoader) if doc]  # noqa: S506 - libyaml's safe loader
 
 
 PROBE_CODE_CONFIGMAP = "nvml-probe-code"

@@ -158,3 +158,36 @@ def test_skipped(leaky):
     pytester.runpytest_subprocess(f"--summary-json={summary}", "-p", "no:cacheprovider")
     (result,) = json.loads(summary.read_text())["results"]
     assert result["status"] == "error" and "could not delete the namespace" in result["message"]
+
+
+def test_allure_fixture_containers_list_each_test_once(pytester: pytest.Pytester) -> None:
+    """The plugin's constant-time membership for Allure containers keeps their children as allure-pytest does:
+    every test that used the fixture, once, in the order they ran."""
+    pytester.makepyfile(test_many='''
+import pytest
+
+@pytest.fixture(scope="session")
+def shared():
+    return 1
+
+@pytest.fixture
+def per_test(shared, request):
+    request.getfixturevalue("late")  # a fixture first asked for while the test runs
+
+@pytest.fixture(scope="session")
+def late():
+    return 2
+
+@pytest.mark.parametrize("i", range(5))
+def test_uses(i, per_test):
+    pass
+''')
+    results = pytester.path / "allure"
+    assert pytester.runpytest_subprocess(f"--alluredir={results}", "-p", "no:cacheprovider").ret == 0
+    tests = {t["uuid"]: t["name"] for f in results.glob("*-result.json") if (t := json.loads(f.read_text()))}
+    containers = [json.loads(f.read_text()) for f in results.glob("*-container.json")]
+    children = {c["befores"][0]["name"]: c.get("children", []) for c in containers if c.get("befores")}
+    order = sorted(tests, key=lambda u: tests[u])
+    assert children["shared"] == order
+    assert children["late"] == order
+    assert all(len(children_of) == 1 for name, children_of in children.items() if name == "per_test")

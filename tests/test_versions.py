@@ -128,6 +128,9 @@ def test_group_split_and_node_groups() -> None:
     group = versions.GroupDrivers("profile group 'h100'", {"b": "580.159.04", "c": "570.172.08", "a": "580.159.04"})
     assert group.split() == "570.172.08 on c; 580.159.04 on a, b"
     assert group.usual() == "580.159.04"
+    big = versions.GroupDrivers("g", {f"n{i:02}": "580.159.04" for i in range(12)} | {"odd": "570.172.08"})
+    assert big.split() == ("570.172.08 on odd; 580.159.04 on 12 nodes (n00, n01, n02, n03, n04, n05, n06, n07, n08, "
+                           "n09, ...)")
     profile = Profile(groups=[NodeGroup(name="h100", match_labels={"pool": "h100"})])
     assert versions.node_group(profile, {"pool": "h100", "nvidia.com/gpu.product": "X"}) == "profile group 'h100'"
     assert versions.node_group(profile, {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}) == "the NVIDIA-A100-SXM4-80GB nodes"
