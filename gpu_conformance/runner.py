@@ -20,9 +20,9 @@ from kr8s.objects import APIObject, DaemonSet, Namespace, Pod, get_class, new_cl
 
 from gpu_conformance import fanout, nodelocks, transport
 from gpu_conformance.cluster import GPU_RESOURCE
-from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.progress import Ticker, say
 from gpu_conformance.waiting import WaitTimeout, status_of, wait_for, with_retries
+from gpu_conformance.watch import Watch
 from gpu_conformance.workloads import MANAGED_BY, MANAGED_BY_LABEL, RUN_LABEL, pin_to_nodes, pinned_nodes, render
 
 NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
@@ -449,7 +449,7 @@ def _run_groups(
     run_ids = {str((m["metadata"].get("labels") or {}).get(RUN_LABEL, "")) for grp in groups.values() for _, m in grp.pods.values()}
     selector = f"{RUN_LABEL}={next(iter(run_ids))}" if len(run_ids) == 1 and "" not in run_ids else f"{MANAGED_BY_LABEL}={MANAGED_BY}"
     # One watch, whatever the number of namespaces: the namespace's pods, or the run's pods everywhere.
-    with PodWatch(api, namespaces[0], None, observe) if len(namespaces) == 1 else PodWatch(api, None, selector, observe) as pw:
+    with Watch(api, namespaces[0], None, observe) if len(namespaces) == 1 else Watch(api, None, selector, observe) as pw:
         fan = Fanout(api, sets)
         try:
             kinds: dict[str, type[APIObject]] = {"DaemonSet": DaemonSet, "Pod": Pod}
@@ -539,7 +539,7 @@ def _follow(
     groups: Mapping[str, PodGroup[Any]],
     pods: Mapping[tuple[str, Any], tuple[str, str]],
     namespaces: Sequence[str],
-    pw: PodWatch[Observed],
+    pw: Watch[Observed],
     fan: Fanout,
     waits: Mapping[tuple[str, Any], frozenset[tuple[str, Any]]],
     *,

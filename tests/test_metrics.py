@@ -290,16 +290,15 @@ def test_free_ports_come_from_below_the_ephemeral_range_and_skip_bound_ones() ->
 
 
 class _PodsApi:
-    """Stands for kr8s.Api in Exporters.reconcile: the pods it lists, changed by the test."""
+    """Stands for kr8s.Api in Exporters (the tests hand its pods, which they change, to reconcile)."""
 
     def __init__(self) -> None:
         self.pods: list[dict] = []
 
 
 @pytest.fixture
-def pods_api(monkeypatch: pytest.MonkeyPatch) -> _PodsApi:
-    """A _PodsApi whose pods are what the exporter's listing (transport.list_raw) returns."""
-    monkeypatch.setattr(exporter.transport, "list_raw", lambda api, resource, *_, **__: list(api.pods))
+def pods_api() -> _PodsApi:
+    """The pods the simulator's helper would follow (handed to each reconcile pass)."""
     return _PodsApi()
 
 
@@ -315,7 +314,7 @@ def test_a_scrape_sees_the_pods_running_when_it_arrives_not_a_stale_list(pods_ap
 
     def loop() -> None:
         while not stop.is_set():
-            exporters.reconcile()
+            exporters.reconcile(list(api.pods))
             exporters.wake.wait(30)  # only a scrape wakes it: a stale list would be served otherwise
             exporters.wake.clear()
 
@@ -354,7 +353,7 @@ def test_a_finished_pod_keeps_its_attribution_briefly_on_gpus_no_running_pod_hol
     api.pods = [_gpu_pod("just-ended", "Succeeded", gpus=2, created="2026-11-23T00:00:00Z", ended=ago(3)),
                 _gpu_pod("long-gone", "Succeeded", created="2026-11-23T00:00:00Z", ended=ago(600)),
                 _gpu_pod("running", "Running", created="2026-11-23T00:05:00Z")]
-    exporters.reconcile()
+    exporters.reconcile(api.pods)
     held = exporter.assign(exporters.pods["n1"], 2)
     assert {i: p.name for i, p in held.items()} == {0: "running", 1: "just-ended"}
 

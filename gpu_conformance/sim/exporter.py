@@ -31,15 +31,14 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from gpu_conformance import transport
 from gpu_conformance.metrics import DCGM_PORT, GKE_PORT, ExporterKind
-from gpu_conformance.podwatch import PodWatch
 from gpu_conformance.runner import create_object
 from gpu_conformance.sim.fanoutplayer import FanoutPlayer
 from gpu_conformance.sim.kwokconfig import COMPONENT_LABEL
 from gpu_conformance.sim.nodeagent import NodeAgent
 from gpu_conformance.sim.outputs import gpu_uuid, marketing_name
 from gpu_conformance.sim.scenario import NodeSpec, Scenario
+from gpu_conformance.watch import Watch
 from gpu_conformance.workloads import WORKLOAD_LABEL
 
 RECONCILE_INTERVAL_S = 0.5
@@ -238,13 +237,11 @@ class Exporters:
         threading.Thread(target=jupyter.serve_forever, daemon=True).start()
         return {n: int(s.server_address[1]) for n, s in self.servers.items()}
 
-    def reconcile(self, pods: Sequence[Mapping[str, Any]] | None = None) -> None:
-        """Port-forwards for new exporter pods; the Running GPU pods of every node (of `pods`, or listed)."""
+    def reconcile(self, pods: Sequence[Mapping[str, Any]]) -> None:
+        """Port-forwards for new exporter pods; the Running GPU pods of every node (of `pods`: every pod)."""
         with self.lock:
             self.started += 1
             number = self.started
-        if pods is None:
-            pods = transport.list_raw(self.api, "pods")
         now = time.time()
         # (running first, creation time, name): a pod that just ended only keeps GPUs no running pod holds.
         by_node: dict[str, list[tuple[bool, str, GpuPod]]] = {}
@@ -317,11 +314,11 @@ def _guarded(what: str, step: Callable[[], object]) -> None:
         print(f"exporter: {what} failed, retrying: {type(exc).__name__}: {exc}", flush=True)
 
 
-def _pods(watch: PodWatch[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+def _pods(watch: Watch[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return list(watch.states().values())
 
 
-def _serve_loop(exporters: Exporters, pod_watch: PodWatch[Mapping[str, Any]], stop: threading.Event) -> None:
+def _serve_loop(exporters: Exporters, pod_watch: Watch[Mapping[str, Any]], stop: threading.Event) -> None:
     """The exporters' own loop: a scrape waits for one pass of it only (not for the node agent's or the
     fan-out player's work, which at 1,000 nodes made an idle read of every exporter take minutes)."""
     while not stop.is_set():
@@ -330,8 +327,8 @@ def _serve_loop(exporters: Exporters, pod_watch: PodWatch[Mapping[str, Any]], st
         exporters.wake.clear()
 
 
-def _play(agent: NodeAgent, player: FanoutPlayer, pod_watch: PodWatch[Mapping[str, Any]],
-          node_watch: PodWatch[Mapping[str, Any]]) -> None:
+def _play(agent: NodeAgent, player: FanoutPlayer, pod_watch: Watch[Mapping[str, Any]],
+          node_watch: Watch[Mapping[str, Any]]) -> None:
     """One round of the simulated kubelets' work: the node agent and the fan-out player see the same pods."""
     pods = _pods(pod_watch)
     nodes = {name: node for (_, name), node in node_watch.states().items()}
@@ -357,7 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     # Every pod and node, kept current by a watch each: a pass reads them from memory, not from the API
     # server (at 1,000 nodes a list of every pod and node on each pass was half a core of the two).
-    with PodWatch(api, None, None, _as_is) as pod_watch, PodWatch(api, None, None, _as_is, resource="nodes") as node_watch:
+    with Watch(api, None, None, _as_is) as pod_watch, Watch(api, None, None, _as_is, resource="nodes") as node_watch:
         threading.Thread(target=_serve_loop, args=(exporters, pod_watch, stop), daemon=True).start()
         while not stop.is_set():
             _guarded("reading pods and nodes", lambda: _play(agent, player, pod_watch, node_watch))

@@ -1,5 +1,5 @@
-"""Pods as the API server reports them, kept current by one list and then a watch: a wave of pods is
-followed without listing every pod again on each look. No pytest here.
+"""Objects (pods, or nodes) as the API server reports them, kept current by one list and then a watch: a
+wave of pods is followed without listing every pod again on each look. No pytest here.
 
 The watch resumes from the last resourceVersion after a dropped stream and lists again after 410 Gone.
 Where watching is not allowed (an identity without the `watch` verb on pods) or not working, each look
@@ -32,11 +32,10 @@ READ_TIMEOUT_S = WATCH_SECONDS + 30
 NOT_ALLOWED = (401, 403, 405)
 
 
-class PodWatch(Generic[T]):
-    """Pods of one namespace (or every namespace, by label selector) converted by `convert`, by
-    (namespace, name). A context manager: the watch runs on kr8s's event loop while it is open.
-    `resource` watches another core collection the same way (the simulator's helper follows nodes,
-    whose namespace is "")."""
+class Watch(Generic[T]):
+    """Pods (or another core collection: `resource`) of one namespace or every namespace, by label selector,
+    converted by `convert`, by (namespace, name); a node's namespace is "". A context manager: the watch runs
+    on kr8s's event loop while it is open."""
 
     def __init__(self, api: kr8s.Api, namespace: str | None, label_selector: str | None,
                  convert: Callable[[Mapping[str, Any]], T], *, resource: str = "pods") -> None:
@@ -54,7 +53,7 @@ class PodWatch(Generic[T]):
         self.relists = 0
         self.last_problem = ""
 
-    def __enter__(self) -> PodWatch[T]:
+    def __enter__(self) -> Watch[T]:
         portal = Portal()
         portal.call(anyio.sleep, 0)  # the loop is up (kr8s starts it with its first request)
         self._future = portal._portal.start_task_soon(self._run)

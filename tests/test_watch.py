@@ -1,4 +1,4 @@
-"""gpu_conformance.podwatch against the simulated cluster: one list, then a watch that follows pods as
+"""gpu_conformance.watch against the simulated cluster: one list, then a watch that follows pods as
 they change; streams cut or dropped are resumed, 410 Gone lists again, a refused watch falls back to
 lists. Faults come from the fault proxy in front of the real API server."""
 
@@ -13,7 +13,7 @@ from kr8s._async_utils import as_sync_func
 from kr8s.objects import Pod
 
 from gpu_conformance import runner, transport
-from gpu_conformance.podwatch import PodWatch
+from gpu_conformance.watch import Watch
 from gpu_conformance.runner import PodState, pod_state
 from gpu_conformance.sim.control_plane import SimCluster
 from gpu_conformance.sim.faultproxy import Fault, FaultProxy
@@ -25,7 +25,7 @@ WATCHES = r"^GET /api/v1/namespaces/[^/]+/pods\?.*watch=true"
 
 @pytest.fixture
 def namespace(sim_api: kr8s.Api) -> Iterator[str]:
-    name = runner.create_namespace(sim_api, "podwatch", "projtest")
+    name = runner.create_namespace(sim_api, "watch", "projtest")
     yield name
     runner.delete_namespace(sim_api, name)
 
@@ -34,20 +34,20 @@ def _pending_pod(api: kr8s.Api, namespace: str, name: str) -> Pod:
     """A pod no node can take: the scheduler marks it Unschedulable (a change the watch must see)."""
     pod = Pod({"apiVersion": "v1", "kind": "Pod",
                "metadata": {"name": name, "namespace": namespace, "labels": {MANAGED_BY_LABEL: MANAGED_BY}},
-               "spec": {"nodeSelector": {"podwatch.test/none": "none"},
+               "spec": {"nodeSelector": {"watch.test/none": "none"},
                         "containers": [{"name": "c", "image": "registry.invalid/none:1"}]}}, api=api)
     pod.create()
     return pod
 
 
-def _all_refused(pw: PodWatch[PodState], names: set[str]) -> dict[tuple[str, str], PodState]:
+def _all_refused(pw: Watch[PodState], names: set[str]) -> dict[tuple[str, str], PodState]:
     return wait_for(pw.states, lambda st: {n for (_, n) in st} == names and all(s.unschedulable for s in st.values()),
                     what="the pods seen refused by the scheduler", timeout=60,
                     describe=lambda st: repr({n: s.phase for (_, n), s in st.items()}))
 
 
 def test_a_watch_follows_created_changed_and_deleted_pods_with_few_requests(sim_api: kr8s.Api, namespace: str) -> None:
-    with PodWatch(sim_api, namespace, None, pod_state) as pw:
+    with Watch(sim_api, namespace, None, pod_state) as pw:
         pods = [_pending_pod(sim_api, namespace, f"p{i}") for i in range(5)]
         _all_refused(pw, {f"p{i}" for i in range(5)})
         assert pw.watching
@@ -69,7 +69,7 @@ def test_a_watch_survives_faults(sim_api: kr8s.Api, sim_cluster: SimCluster, nam
     assert state is not None
     with FaultProxy(state.server, state.state_dir / "pki", [fault]) as proxy:
         api = kr8s.api(kubeconfig=str(proxy.write_kubeconfig(tmp_path / "proxy.kubeconfig")))
-        with PodWatch(api, namespace, None, pod_state) as pw:
+        with Watch(api, namespace, None, pod_state) as pw:
             wait_for(lambda: pw.requests >= 2, bool, what="the watch opened", timeout=30)
             names = {f"q{i}" for i in range(3)}
             for name in sorted(names):
@@ -97,6 +97,6 @@ def test_a_listing_reads_every_page_as_plain_objects(sim_api: kr8s.Api, namespac
     assert listing.pages == 3 and listing.resource_version
     assert {(p["kind"], p["apiVersion"]) for p in listing.items} == {("Pod", "v1")}
     assert [p["metadata"]["name"] for p in transport.list_raw(sim_api, "pods", namespace, field_selector="metadata.name=p3")] == ["p3"]
-    with PodWatch(sim_api, namespace, None, pod_state) as pw:
+    with Watch(sim_api, namespace, None, pod_state) as pw:
         assert set(_all_refused(pw, {f"p{i}" for i in range(5)})) == {(namespace, f"p{i}") for i in range(5)}
         assert pw.requests >= 3  # the first list took its three pages
