@@ -608,7 +608,8 @@ def _attach_to_allure(item: pytest.Item, report: pytest.TestReport, req: Require
     """Hand the check's labels and evidence to Allure (after its last phase, while its result is still open)."""
     if not item.config.pluginmanager.hasplugin("allure_listener"):
         return
-    _report_labels(req, str(dict(report.user_properties).get("node") or "") or None)
+    node = dict(report.user_properties).get("node")  # "" for a cluster-wide check
+    _report_labels(req, str(node) if node else None)
     evidence = "\n".join(str(v) for k, v in report.user_properties if k == "gc_evidence")
     if evidence:
         allure.attach(redaction.redact(evidence), name="evidence", attachment_type=allure.attachment_type.TEXT)
