@@ -169,7 +169,7 @@ def connect(target: Target) -> kr8s.Api:
 
 def list_nodes(api: kr8s.Api, label_selector: str | None = None) -> list[NodeFacts]:
     """All nodes (optionally filtered by a label selector), sorted by name."""
-    nodes = [node_facts(raw) for raw in transport.list_raw(api, "nodes", label_selector=label_selector or None)]
+    nodes = transport.list_raw(api, "nodes", label_selector=label_selector or None, convert=node_facts)
     return sorted(nodes, key=lambda n: n.name)
 
 

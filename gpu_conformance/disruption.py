@@ -310,11 +310,12 @@ def uncordon(api: kr8s.Api, node: str, run_id: str | None = None) -> str:
 def restore_cordons(api: kr8s.Api, run_id: str | None = None) -> list[str]:
     """Uncordon every node the suite cordoned (in one run, or in any); returns their names."""
     done = []
-    for node in transport.list_raw(api, "nodes"):
-        mark = (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)
+    marks = transport.list_raw(api, "nodes", convert=lambda node: (
+        str(node["metadata"]["name"]), (node["metadata"].get("annotations") or {}).get(CORDONED_BY_ANNOTATION)))
+    for name, mark in marks:
         if mark is not None and (run_id is None or mark == run_id):
-            uncordon(api, str(node["metadata"]["name"]))
-            done.append(str(node["metadata"]["name"]))
+            uncordon(api, name)
+            done.append(name)
     return done
 
 

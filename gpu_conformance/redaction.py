@@ -8,6 +8,7 @@ whatever its value.
 from __future__ import annotations
 
 import base64
+import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -103,15 +104,27 @@ def redact_any(value: Any) -> Any:
 
 def scrub_dir(root: Path) -> list[Path]:
     """Redact every text file under `root` in place (the last pass over a report dir: it also reaches what
-    the report plugins wrote themselves, such as captured output and exception texts); the files changed."""
+    the report plugins wrote themselves, such as captured output and exception texts); the files changed.
+    A file is decoded only where redaction could change it: a run at 1,000 nodes leaves 200,000 files."""
+    known = [value.encode() for value in _known]
+    triggers = [t.encode() for t in _TRIGGERS]
     changed = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError):
-            continue  # not text (or gone): nothing a reader could see as a secret
-        clean = redact(text)
-        if clean != text:
-            path.write_text(clean)
-            changed.append(path)
-    return changed
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = Path(folder, name)
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue  # gone, or not a file
+            # ASCII lower-cases the same as bytes and as text; anything else takes the whole path.
+            if data.isascii() and not any(k in data for k in known) and not any(t in data.lower() for t in triggers):
+                continue
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                continue  # not text: nothing a reader could see as a secret
+            clean = redact(text)
+            if clean != text:
+                path.write_bytes(clean.encode())
+                changed.append(path)
+    return sorted(changed)

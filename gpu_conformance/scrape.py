@@ -79,6 +79,14 @@ def is_ready(pod: Mapping[str, Any]) -> bool:
         c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []) or [])
 
 
+def _slim(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """What discovery reads of a pod (every pod of the cluster is listed: 6,000 stack pods at 1,000 nodes)."""
+    meta, status = pod.get("metadata", {}), pod.get("status", {}) or {}
+    return {"metadata": {k: meta[k] for k in ("name", "namespace", "labels") if k in meta},
+            "spec": {"nodeName": (pod.get("spec", {}) or {}).get("nodeName")},
+            "status": {"phase": status.get("phase"), "conditions": status.get("conditions", [])}}
+
+
 def _selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
@@ -111,7 +119,7 @@ def discover(api: kr8s.Api, nodes: Sequence[str], *, namespace: str | None = Non
              port: int | None = None, path: str = "/metrics") -> Exporter | None:
     """The exporter serving the selected nodes: the profile's Service, else a dcgm-exporter Service or
     pods, else GKE's device plugin (container metrics on 2112). None when none runs on any selected node."""
-    pods = transport.list_raw(api, "pods")
+    pods = transport.list_raw(api, "pods", convert=_slim)
     if service is not None:
         svc = next(iter(api.get("services", service, namespace=namespace)), None)
         if svc is None:

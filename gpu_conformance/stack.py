@@ -167,8 +167,9 @@ def gather(api: kr8s.Api, nodes: Iterable[str]) -> StackFacts:
         if not ref.selector:
             continue
         selector = ",".join(f"{k}={v}" for k, v in sorted(ref.selector.items()))
-        pods += [cp for raw in transport.list_raw(api, "pods", ref.namespace, label_selector=selector)
-                 if (cp := component_pod(ref, raw)).node in wanted]
+        pods += [cp for cp in transport.list_raw(api, "pods", ref.namespace, label_selector=selector,
+                                                 convert=lambda raw, ref=ref: component_pod(ref, raw))
+                 if cp.node in wanted]
     try:
         policies = tuple(cluster_policy_state(cp.raw) for cp in api.get("clusterpolicies.nvidia.com"))
     except (kr8s.NotFoundError, kr8s.ServerError, ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import httpx
 import kr8s
@@ -100,24 +100,33 @@ def install(api: kr8s.Api, **options: float) -> None:
 
 
 LIST_PAGE = 500
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Listing:
-    """One consistent read of a collection: its objects as plain dicts (with kind and apiVersion), the
-    collection's resourceVersion (where a watch would start) and the requests it took."""
+class Listing(Generic[T]):
+    """One consistent read of a collection: its objects (plain dicts with kind and apiVersion, or what
+    the listing converted them to), the collection's resourceVersion (where a watch would start) and the
+    requests it took."""
 
-    items: list[dict[str, Any]]
+    items: list[T]
     resource_version: str
     pages: int
 
 
+def _as_is(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj
+
+
 async def list_pages(api: kr8s.Api, resource: str, namespace: str | None = None, *,
-                     params: Mapping[str, str] | None = None, group: str = "", version: str = "v1") -> Listing:
+                     params: Mapping[str, str] | None = None, group: str = "", version: str = "v1",
+                     convert: Callable[[dict[str, Any]], T] = _as_is,  # type: ignore[assignment]
+                     ) -> Listing[T]:
     """Every object of `resource` in `namespace` (None or kr8s.ALL: every namespace), read LIST_PAGE at a
-    time on kr8s's session; `params` are the list's own (labelSelector, fieldSelector)."""
+    time on kr8s's session; `params` are the list's own (labelSelector, fieldSelector). `convert` is
+    applied page by page: only one page of whole objects is in memory at a time."""
     where = None if namespace in (None, kr8s.ALL) else namespace
-    items: list[dict[str, Any]] = []
+    items: list[T] = []
     more: dict[str, str] = {}
     pages = 0
     while True:
@@ -126,18 +135,21 @@ async def list_pages(api: kr8s.Api, resource: str, namespace: str | None = None,
                                 url=resource, params={**(params or {}), "limit": str(LIST_PAGE), **more}) as resp:
             body = resp.json()
         kind, api_version = str(body.get("kind", "")).removesuffix("List"), body.get("apiVersion")
-        items += [{**item, "kind": kind, "apiVersion": api_version} for item in body.get("items") or []]
         meta = body.get("metadata") or {}
+        items += [convert({**item, "kind": kind, "apiVersion": api_version}) for item in body.pop("items", None) or []]
         if not meta.get("continue"):
             return Listing(items, str(meta.get("resourceVersion", "")), pages)
         more = {"continue": str(meta["continue"])}
 
 
 def list_raw(api: kr8s.Api, resource: str, namespace: str | None = None, *, label_selector: str | None = None,
-             field_selector: str | None = None, group: str = "", version: str = "v1") -> list[dict[str, Any]]:
-    """Every object of `resource` as plain dicts (with kind and apiVersion), read in pages; `namespace`
-    None or kr8s.ALL: every namespace. kr8s's own listing wraps each object in a Box, about 4 ms a pod:
-    a cost that grows with the cluster, paid on every look at it."""
+             field_selector: str | None = None, group: str = "", version: str = "v1",
+             convert: Callable[[dict[str, Any]], T] = _as_is,  # type: ignore[assignment]
+             ) -> list[T]:
+    """Every object of `resource` as plain dicts (with kind and apiVersion), or as `convert` makes each,
+    read in pages; `namespace` None or kr8s.ALL: every namespace. kr8s's own listing wraps each object in
+    a Box, about 4 ms a pod: a cost that grows with the cluster, paid on every look at it."""
     params = {k: v for k, v in (("labelSelector", label_selector), ("fieldSelector", field_selector)) if v}
-    listing = as_sync_func(list_pages)(api, resource, namespace, params=params, group=group, version=version)
+    listing = as_sync_func(list_pages)(api, resource, namespace, params=params, group=group, version=version,
+                                       convert=convert)
     return listing.items

@@ -70,7 +70,7 @@ class Watch(Generic[T]):
             if self._live and not self._polling:
                 return dict(self._states)
         items, _ = Portal().call(self._list)
-        return {ref: self.convert(raw) for ref, raw in items.items()}
+        return items
 
     @property
     def watching(self) -> bool:
@@ -81,14 +81,14 @@ class Watch(Generic[T]):
         params = {"labelSelector": self.label_selector} if self.label_selector else {}
         return {**params, **extra}
 
-    async def _list(self) -> tuple[dict[Ref, Mapping[str, Any]], str]:
-        """Every pod (one consistent snapshot, read in pages) and its resourceVersion."""
-        listing = await transport.list_pages(self.api, self.resource, self.namespace or None, params=self._params())
+    async def _list(self) -> tuple[dict[Ref, T], str]:
+        """Every pod, converted (one consistent snapshot, read and converted page by page), and its resourceVersion."""
+        listing = await transport.list_pages(self.api, self.resource, self.namespace or None, params=self._params(),
+                                             convert=lambda raw: (_ref(raw), self.convert(raw)))
         self.requests += listing.pages
         if not listing.resource_version:
             raise ValueError("the pod list came without a resourceVersion")
-        items = {_ref(p): p for p in listing.items}
-        return items, listing.resource_version
+        return dict(listing.items), listing.resource_version
 
     async def _run(self) -> None:
         since: str | None = None
@@ -98,7 +98,7 @@ class Watch(Generic[T]):
                 if since is None:
                     items, since = await self._list()
                     with self._lock:
-                        self._states = {ref: self.convert(raw) for ref, raw in items.items()}
+                        self._states = items
                         self._live = True
                 since = await self._watch(since)
                 failures = 0

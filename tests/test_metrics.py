@@ -33,6 +33,15 @@ def test_the_issue_sample_line_parses() -> None:
                               "default", "tf-notebook")[0].gpu == "GPU-3a3c30e0"
 
 
+def test_a_scrape_keeps_one_label_set_per_series_identity() -> None:
+    """A run keeps two scrapes per node: samples with the same labels share one mapping, not a dict each."""
+    s = metrics.parse_metrics(DCGM)
+    by_labels = {tuple(sorted(smp.labels.items())): smp.labels for smp in s.samples}
+    assert all(smp.labels is by_labels[tuple(sorted(smp.labels.items()))] for smp in s.samples)
+    assert len(by_labels) < len(s.samples) / 2  # the capture's families share their GPUs' label sets
+    assert not hasattr(s.samples[0], "__dict__")
+
+
 def test_dcgm_exporter_output_has_every_required_family_per_gpu() -> None:
     s = metrics.parse_metrics(DCGM)
     assert metrics.missing_families(s, "dcgm-exporter") == []

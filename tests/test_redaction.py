@@ -72,3 +72,20 @@ def test_a_report_dir_is_scrubbed_in_place(tmp_path: Path) -> None:
     (tmp_path / "blob.bin").write_bytes(b"\xff\xfe\x00binary")
     assert redaction.scrub_dir(tmp_path) == [leaky]
     assert JWT not in leaky.read_text() and json.loads(leaky.read_text())["statusDetails"]["message"].endswith("<redacted>")
+
+
+def test_a_scrub_reaches_known_values_and_text_beyond_ascii(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Files are decoded only where redaction could change them: no trigger word and no known value."""
+    monkeypatch.setattr(redaction, "_known", set())
+    redaction.register("s3cr3t-value-without-a-keyword")
+    known = tmp_path / "stdout.txt"
+    known.write_text("printed s3cr3t-value-without-a-keyword here\r\n")
+    accented = tmp_path / "nested" / "log.txt"
+    accented.parent.mkdir()
+    accented.write_text(f"Jupyter café Bearer {JWT}")
+    untouched = tmp_path / "nested" / "plain.txt"
+    untouched.write_bytes(b"nothing secret\r\n")
+    assert redaction.scrub_dir(tmp_path) == sorted([known, accented])
+    assert known.read_bytes() == b"printed <redacted> here\r\n"  # line ends kept as written
+    assert accented.read_text() == "Jupyter café Bearer <redacted>"
+    assert untouched.read_bytes() == b"nothing secret\r\n"

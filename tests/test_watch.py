@@ -97,6 +97,21 @@ def test_a_listing_reads_every_page_as_plain_objects(sim_api: kr8s.Api, namespac
     assert listing.pages == 3 and listing.resource_version
     assert {(p["kind"], p["apiVersion"]) for p in listing.items} == {("Pod", "v1")}
     assert [p["metadata"]["name"] for p in transport.list_raw(sim_api, "pods", namespace, field_selector="metadata.name=p3")] == ["p3"]
+    # Converted page by page (a large listing never holds every whole object at once).
+    pages_read: list[int] = []
+    real = sim_api.call_api
+
+    def counting(*args: object, **kwargs: object) -> object:
+        pages_read.append(len(converted))
+        return real(*args, **kwargs)
+
+    converted: list[str] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(sim_api, "call_api", counting)
+        names = transport.list_raw(sim_api, "pods", namespace,
+                                   convert=lambda p: converted.append(p["kind"]) or p["metadata"]["name"])
+    assert sorted(names) == [f"p{i}" for i in range(5)] and converted == ["Pod"] * 5
+    assert pages_read == [0, 2, 4]  # each page converted before the next was asked for
     with Watch(sim_api, namespace, None, pod_state) as pw:
         assert set(_all_refused(pw, {f"p{i}" for i in range(5)})) == {(namespace, f"p{i}") for i in range(5)}
         assert pw.requests >= 3  # the first list took its three pages
