@@ -465,14 +465,16 @@ def _run_groups(
     watch: Callable[[Mapping[tuple[str, Any], PodState]], None] | None,
 ) -> dict[str, dict[Any, PodOutcome]]:
     started = time.monotonic()
-    # (group, key): the pod's (namespace, name); created in the groups' order (the scheduler queues pods
-    # of one node that do not fit yet, roughly first come first served). A fan-out pod's name is the one
-    # it would have had in pod mode (its DaemonSet names the real one).
+    # (group, key): the pod's (namespace, name); created in the groups' order, the groups with the shortest
+    # timeout first (the scheduler queues pods roughly first come first served: a scheduling check's pod
+    # created behind a large cluster's thousands would be given up before the scheduler came to it).
+    # A fan-out pod's name is the one it would have had in pod mode (its DaemonSet names the real one).
     pods = {(g, k): (grp.namespace, str(m["metadata"]["name"])) for g, grp in groups.items() for k, (_, m) in grp.pods.items()}
     if not pods:
         return {g: {} for g in groups}
     waits = _exclusive_waits(groups)
-    manifests = [m for g, grp in groups.items() if not grp.pause_image for k, (_, m) in grp.pods.items() if (g, k) not in waits]
+    soonest = sorted(groups.items(), key=lambda item: item[1].timeout)  # stable: otherwise the groups' order
+    manifests = [m for g, grp in soonest if not grp.pause_image for k, (_, m) in grp.pods.items() if (g, k) not in waits]
     sets = [(grp.namespace, fs) for g, grp in groups.items() if grp.pause_image
             for fs in fanout.daemonsets(g, {(g, k): pod for k, pod in grp.pods.items()}, timeout=grp.timeout,
                                         pause_image=grp.pause_image)]

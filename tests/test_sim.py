@@ -122,18 +122,29 @@ def test_a_port_taken_between_picking_and_binding_means_a_fresh_start(tmp_path: 
         taken.close()
 
 
-def test_a_wave_of_groups_is_decided_together_each_by_its_own_rules(sim_api: kr8s.Api) -> None:
+def test_a_wave_of_groups_is_decided_together_each_by_its_own_rules(sim_api: kr8s.Api,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     """runner.run_groups: three groups in two namespaces, one wait. A tolerating vector-add runs; an
     untolerating pod is refused for good; two whole-node pods queue on the node and run one after the
-    other, each for as long as it says it runs (the simulated kubelet honours the annotation)."""
+    other, each for as long as it says it runs (the simulated kubelet honours the annotation). The group
+    with the shortest timeout is created first, whatever its place."""
     node, hold_s = "wave-gpu-1", 3
+    created: list[list[str]] = []
+    real = runner.concurrently
+
+    def recording(fn, items, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not created and items and all(isinstance(i, dict) and i.get("kind") == "Pod" for i in items):
+            created.append([i["metadata"]["name"] for i in items])
+        return real(fn, items, *args, **kwargs)
+
+    monkeypatch.setattr(runner, "concurrently", recording)
     first, second = (runner.create_namespace(sim_api, purpose, "projtest") for purpose in ("wave-a", "wave-b"))
     try:
         groups = {
             "vector-add": runner.per_node_group("vector-add", [node], namespace=first, run_id="projtest", timeout=60,
                                                 tolerations=[GPU_TOLERATION], allocatable={node: 2}),
             "untolerated": runner.per_node_group("isolation-nogpu", [node], namespace=second, run_id="projtest",
-                                                 timeout=60, tolerations=[]),
+                                                 timeout=45, tolerations=[]),
             "hold": runner.PodGroup("hold", second, {v: (node, render(
                 "gpu-hold", namespace=second, node=node, run_id="projtest", gpus=2, tolerations=[GPU_TOLERATION],
                 extra={"hold_s": hold_s}, variant=v)[0]) for v in ("a", "b")}, timeout=60, unschedulable_is_final=False),
@@ -142,6 +153,7 @@ def test_a_wave_of_groups_is_decided_together_each_by_its_own_rules(sim_api: kr8
     finally:
         runner.delete_namespace(sim_api, first)
         runner.delete_namespace(sim_api, second)
+    assert created[0][0] == pod_name("isolation-nogpu", node) and len(created[0]) == 4
     added = out["vector-add"][node]
     assert added.settled and added.succeeded and "Test PASSED" in added.logs
     refused = out["untolerated"][node]
