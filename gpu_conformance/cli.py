@@ -182,11 +182,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
     summary.unlink(missing_ok=True)
     pytest_args = [
         str(SUITES_DIR), f"--rootdir={PROJECT_ROOT}", "-c", str(PROJECT_ROOT / "pyproject.toml"),
-        f"--kubeconfig={target.kubeconfig}", f"--junitxml={report_dir / 'junit.xml'}",
-        f"--html={report_dir / 'report.html'}", "--self-contained-html", f"--alluredir={allure_dir}",
-        f"--summary-json={summary}", f"--gate={args.gate}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio",
-        "-p", "no:hypothesispytest",  # a test tool (installed with the project's tests): its summary walks every report
-        "--tb=short",
+        f"--kubeconfig={target.kubeconfig}", *report_args(report_dir), f"--summary-json={summary}", f"--gate={args.gate}",
     ]
     if target.context:
         pytest_args.append(f"--context={target.context}")
@@ -209,6 +205,16 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 REQUIREMENT_ID = re.compile(r"\b[A-Z][A-Z0-9]*-[A-Z][A-Z0-9]*-\d{3}\b")
+
+
+def report_args(report_dir: Path) -> list[str]:
+    """pytest's options for the run's reports (JUnit XML, HTML, Allure results under `report_dir`) and output."""
+    return [
+        f"--junitxml={report_dir / 'junit.xml'}", f"--html={report_dir / 'report.html'}", "--self-contained-html",
+        f"--alluredir={report_dir / 'allure-results'}", "-o", "junit_family=xunit2", "-rfE", "-p", "no:anyio",
+        "-p", "no:hypothesispytest",  # a test tool (installed with the project's tests): its summary walks every report
+        "--tb=short",
+    ]
 
 
 def _check_selected_ids(extra: Sequence[str]) -> None:

@@ -566,6 +566,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After a test file's last check (its module fixtures torn down): freed memory back to the system."""
+    if nextitem is None or nextitem.path != item.path:
+        runner.release_free_memory()
+
+
 def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
     """A failure message built for an earlier check is not this one's."""
     catalogue.forget_violations()

@@ -369,6 +369,16 @@ def few_malloc_arenas(arenas: int = 2) -> None:
         pass
 
 
+def release_free_memory() -> None:
+    """Give the system back the pages that glibc's allocator holds free (malloc_trim): what a phase of many
+    threads freed (the wave, the metrics reads) stays resident otherwise, under whatever comes next (300 nodes:
+    50 MiB of RSS after the metrics checks). Nothing where the C library is not glibc."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _instant(stamp: str) -> dt.datetime:
     return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 

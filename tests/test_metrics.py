@@ -272,6 +272,26 @@ def test_a_port_forward_whose_local_port_was_taken_retries_on_another(monkeypatc
     assert pod.tried[0] == taken_port and len(pod.tried) == 2 and pod.tried[1] != taken_port
 
 
+def test_port_forwarded_reads_ignore_a_proxy_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The GET goes to the forward's loopback port, never to a proxy that CI's environment names (one that
+    cannot reach this machine's loopback); several reads one after another each get their answer."""
+    with socket.socket() as dead:
+        dead.bind(("127.0.0.1", 0))
+        proxy = f"http://127.0.0.1:{dead.getsockname()[1]}"  # nothing listens there
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, proxy)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    pod = _PortCollision(server.server_address[1])
+    try:
+        answers = [scrape._forwarded_get(pod, 9400, "/metrics", timeout=5) for _ in range(3)]  # type: ignore[arg-type]
+    finally:
+        server.shutdown()
+    assert [(r.status_code, r.text) for r in answers] == [(200, "ok")] * 3
+
+
 class _Ok(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self.send_response(200)

@@ -3,7 +3,10 @@
 For each size: a fresh simulated cluster of N healthy 8-GPU nodes; the baseline (the same per-node
 vector-add pods, `kubectl apply` then `kubectl wait`); then `gpu-conformance run` with the chosen gate.
 Measured: wall times, the ratio, the API requests each made (the API server's audit log records the
-benchmark identity only), and the suite's peak memory (RSS of the process and its children).
+benchmark identity only), and the suite's peak memory (RSS of the process and its children). Beside it, the
+pytest floor: the peak RSS of a pytest run with as many trivial results as the suite had and the same
+reporters (JUnit, HTML, Allure), no cluster and no checks: what pytest and its reporters keep per result
+alone.
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ class Row:
     suite_totals: dict[str, int]
     suite_requests: int
     suite_rss_mb: float
+    floor_rss_mb: float
 
     @property
     def ratio(self) -> float:
@@ -113,6 +117,39 @@ def suite(kubeconfig: Path, sc: Scenario, gate: str, work: Path, extra: Sequence
     return took, run.code, totals, run.peak_rss_mib
 
 
+# The floor's test file: RESULTS results, each named like a per-node check (requirement id, node).
+FLOOR_TESTS = """\
+import os
+
+import pytest
+
+NODES = int(os.environ["GC_FLOOR_NODES"])
+RESULTS = int(os.environ["GC_FLOOR_RESULTS"])
+
+
+@pytest.mark.parametrize("case", range(RESULTS), ids=lambda i: f"GPU-FLOOR-{i // NODES:03d}-{i % NODES + 1}")
+def test_result(case):
+    assert case >= 0
+"""
+
+
+def floor(nodes: int, results: int, work: Path) -> float:
+    """Peak RSS (MiB) of pytest producing `results` trivial passed results with the suite's reporters."""
+    from gpu_conformance.cli import report_args
+
+    tests = work / "floor" / "test_floor.py"
+    tests.parent.mkdir(parents=True, exist_ok=True)
+    tests.write_text(FLOOR_TESTS)
+    (tests.parent / "pytest.ini").write_text("[pytest]\n")
+    cmd = [sys.executable, "-m", "pytest", str(tests), f"--rootdir={tests.parent}", "-c", str(tests.parent / "pytest.ini"),
+           "-p", "no:gpu_conformance", "-p", "no:cacheprovider", "-q", *report_args(tests.parent / "reports")]
+    env = {**os.environ, "GC_FLOOR_NODES": str(max(1, nodes)), "GC_FLOOR_RESULTS": str(results)}
+    run = matrix.run_child(cmd, tests.parent / "pytest.log", SUITE_TIMEOUT_S, env=env)
+    if run.code != 0 or f"{results} passed" not in run.output:
+        raise SimError(f"the pytest floor run ({results} results) did not pass (exit {run.code}): {run.output.strip()[-500:]}")
+    return run.peak_rss_mib
+
+
 def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = None) -> Row:
     """One size: a fresh simulated cluster, the kubectl baseline, then the suite."""
     kubectl = binaries.ensure_tool("kubectl")
@@ -134,7 +171,11 @@ def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = Non
         suite_s, code, totals, rss = suite(kubeconfig, sc, gate, work, extra)
         requests = audited_requests(state.state_dir) - before
         say(f"bench {nodes} nodes: suite {suite_s:.1f}s (exit {code}, {totals}), {requests} requests, {rss:.0f} MiB")
-        return Row(nodes, base_s, base_requests, suite_s, code, totals, requests, rss)
+        results = sum(totals.values())
+        say(f"bench {nodes} nodes: the pytest floor ({results} trivial results, the same reporters)")
+        floor_rss = floor(nodes, results, work)
+        say(f"bench {nodes} nodes: pytest floor {floor_rss:.0f} MiB")
+        return Row(nodes, base_s, base_requests, suite_s, code, totals, requests, rss, floor_rss)
     finally:
         sim.down(quiet=True)
         if keep is None:
@@ -144,12 +185,12 @@ def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = Non
 def table(rows: Sequence[Row], gate: str, fanout: str = "pods") -> str:
     """The results as a Markdown table, with what produced them."""
     lines = [f"| GPU nodes (8 GPUs each) | kubectl baseline | suite, {gate} gate, fanout {fanout} | ratio | suite results | "
-             "API requests (suite) | per node | API requests (kubectl) | suite peak RSS |",
-             "|---:|---:|---:|---:|---|---:|---:|---:|---:|"]
+             "API requests (suite) | per node | API requests (kubectl) | suite peak RSS | pytest floor RSS |",
+             "|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|"]
     for r in rows:
         results = ", ".join(f"{v} {k}" for k, v in r.suite_totals.items() if v) or f"no summary (exit {r.suite_exit})"
         lines.append(f"| {r.nodes} | {r.baseline_s:.1f} s | {r.suite_s:.1f} s | {r.ratio:.2f} | {results} | "
-                     f"{r.suite_requests} | {r.suite_requests / r.nodes:.1f} | {r.baseline_requests} | {r.suite_rss_mb:.0f} MiB |")
+                     f"{r.suite_requests} | {r.suite_requests / r.nodes:.1f} | {r.baseline_requests} | {r.suite_rss_mb:.0f} MiB | {r.floor_rss_mb:.0f} MiB |")
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         lines.append("")

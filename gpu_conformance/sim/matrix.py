@@ -87,12 +87,15 @@ class ChildRun:
 CHILD_GRACE_S = 60.0
 
 
-def run_child(cmd: Sequence[str], log: Path, timeout: float, *, own_session: bool = False) -> ChildRun:
+def run_child(cmd: Sequence[str], log: Path, timeout: float, *, own_session: bool = False,
+              env: Mapping[str, str] | None = None) -> ChildRun:
     """Run `cmd` (a `gpu-conformance run`), its output to `log`. Past `timeout`, or when this thread is
     interrupted (Ctrl-C, SIGTERM), the child gets SIGTERM and cleans up before it ends. `own_session`: a
-    terminal's Ctrl-C reaches only this process, which passes it on once (else the child gets it too)."""
+    terminal's Ctrl-C reaches only this process, which passes it on once (else the child gets it too).
+    `env`: the child's environment (default: this process's)."""
     with log.open("w") as out:
-        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session)
+        proc = subprocess.Popen(list(cmd), stdout=out, stderr=subprocess.STDOUT, start_new_session=own_session,
+                                env=None if env is None else dict(env))
         timer = threading.Timer(timeout, proc.terminate)
         timer.start()
         try:
