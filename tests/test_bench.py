@@ -1,11 +1,17 @@
-"""gpu_conformance.sim.bench: the pytest floor (trivial results through the suite's reporters) and the table."""
+"""gpu_conformance.sim.bench: a child's own peak RSS, the pytest floor (trivial results through the suite's
+reporters) and the table."""
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from gpu_conformance.sim import bench
+import pytest
+
+from gpu_conformance.sim import bench, matrix
 
 
 def test_the_pytest_floor_writes_every_result_through_the_suites_reporters(tmp_path: Path) -> None:
@@ -30,3 +36,25 @@ def test_the_table_gives_the_floor_beside_the_suites_peak() -> None:
     assert header.endswith("| suite peak RSS | pytest floor RSS |")
     assert line.endswith("| 94 MiB | 61 MiB |")
     assert "| 32.00 |" in line and "| 225 passed, 30 skipped |" in line
+
+
+# A module that holds MiB of memory (its first argument), touched page by page.
+BALLAST = "import sys\nheld = bytearray(int(sys.argv[1]) * 2**20)\nfor i in range(0, len(held), 4096):\n    held[i] = 1\n"
+
+
+@pytest.mark.skipif(platform.system() != "Linux", reason="the peak is read from /proc")
+def test_a_childs_peak_rss_is_its_own_not_its_parents(tmp_path: Path) -> None:
+    (tmp_path / "ballast.py").write_text(BALLAST)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    parent = bytearray(300 * 2**20)  # this process: 300 MiB more while it starts its children
+    for i in range(0, len(parent), 4096):
+        parent[i] = 1
+
+    small = bench.run_measured("ballast", ["1"], tmp_path / "small.log", env=env)
+    large = bench.run_measured("ballast", ["200"], tmp_path / "large.log", env=env)
+    usage = matrix.run_child([sys.executable, "-m", "ballast", "1"], tmp_path / "usage.log", 60, env=env)
+
+    assert small.code == 0 and large.code == 0
+    assert small.peak_rss_mib < 100  # a Python process holding 1 MiB
+    assert 200 < large.peak_rss_mib < 300
+    assert usage.peak_rss_mib > 300  # what the resource usage says for the same small child: the parent's peak

@@ -3,7 +3,7 @@
 For each size: a fresh simulated cluster of N healthy 8-GPU nodes; the baseline (the same per-node
 vector-add pods, `kubectl apply` then `kubectl wait`); then `gpu-conformance run` with the chosen gate.
 Measured: wall times, the ratio, the API requests each made (the API server's audit log records the
-benchmark identity only), and the suite's peak memory (RSS of the process and its children). Beside it, the
+benchmark identity only), and the suite's peak memory (its process's own, see gpu_conformance.sim.peak). Beside it, the
 pytest floor: the peak RSS of a pytest run with as many trivial results as the suite had and the same
 reporters (JUnit, HTML, Allure), no cluster and no checks: what pytest and its reporters keep per result
 alone.
@@ -11,6 +11,7 @@ alone.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -22,12 +23,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from gpu_conformance.errors import SimError
 from gpu_conformance.progress import say
-from gpu_conformance.sim import binaries, matrix
+from gpu_conformance.sim import binaries, matrix, peak
 from gpu_conformance.sim.control_plane import SimCluster, audited_requests
 from gpu_conformance.sim.scenario import SCENARIO_LABEL, NodeSpec, Scenario, Taint
 from gpu_conformance.workloads import GPU_TOLERATION, render
@@ -106,15 +108,24 @@ def suite(kubeconfig: Path, sc: Scenario, gate: str, work: Path, extra: Sequence
     profile = work / "profile.yaml"
     profile.write_text(yaml.safe_dump(sc.profile.model_dump(mode="json")))
     report_dir = work / "reports"
-    cmd = [sys.executable, "-m", "gpu_conformance", "run", f"--kubeconfig={kubeconfig}",
-           f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}", f"--gate={gate}",
-           f"--report-dir={report_dir}", *extra]
+    args = ["run", f"--kubeconfig={kubeconfig}", f"--profile={profile}", f"--gpu-node-selector={SCENARIO_LABEL}={sc.name}",
+            f"--gate={gate}", f"--report-dir={report_dir}", *extra]
     started = time.monotonic()
-    run = matrix.run_child(cmd, work / "suite.log", SUITE_TIMEOUT_S, own_session=True)
+    run = run_measured("gpu_conformance", args, work / "suite.log", own_session=True)
     took = time.monotonic() - started
     summary = report_dir / "summary.json"
     totals = json.loads(summary.read_text())["totals"] if summary.is_file() else {}
     return took, run.code, totals, run.peak_rss_mib
+
+
+def run_measured(module: str, args: Sequence[str], log: Path, **options: Any) -> matrix.ChildRun:
+    """`python -m module args` as a child (see matrix.run_child), its peak RSS its own (see sim.peak);
+    where it could not write one (no /proc), the resource usage's, which counts this process's too."""
+    out = log.with_suffix(".peak")
+    cmd = [sys.executable, "-m", "gpu_conformance.sim.peak", str(out), module, *args]
+    run = matrix.run_child(cmd, log, SUITE_TIMEOUT_S, **options)
+    own = peak.read(out)
+    return run if own is None else dataclasses.replace(run, peak_rss_mib=own)
 
 
 # The floor's test file: RESULTS results, each named like a per-node check (requirement id, node).
@@ -141,10 +152,10 @@ def floor(nodes: int, results: int, work: Path) -> float:
     tests.parent.mkdir(parents=True, exist_ok=True)
     tests.write_text(FLOOR_TESTS)
     (tests.parent / "pytest.ini").write_text("[pytest]\n")
-    cmd = [sys.executable, "-m", "pytest", str(tests), f"--rootdir={tests.parent}", "-c", str(tests.parent / "pytest.ini"),
-           "-p", "no:gpu_conformance", "-p", "no:cacheprovider", "-q", *report_args(tests.parent / "reports")]
+    args = [str(tests), f"--rootdir={tests.parent}", "-c", str(tests.parent / "pytest.ini"),
+            "-p", "no:gpu_conformance", "-p", "no:cacheprovider", "-q", *report_args(tests.parent / "reports")]
     env = {**os.environ, "GC_FLOOR_NODES": str(max(1, nodes)), "GC_FLOOR_RESULTS": str(results)}
-    run = matrix.run_child(cmd, tests.parent / "pytest.log", SUITE_TIMEOUT_S, env=env)
+    run = run_measured("pytest", args, tests.parent / "pytest.log", env=env)
     if run.code != 0 or f"{results} passed" not in run.output:
         raise SimError(f"the pytest floor run ({results} results) did not pass (exit {run.code}): {run.output.strip()[-500:]}")
     return run.peak_rss_mib

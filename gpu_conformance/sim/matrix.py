@@ -80,7 +80,9 @@ def run_scenario(kubeconfig: Path, sc: Scenario, work: Path, extra: Sequence[str
 class ChildRun:
     code: int
     output: str  # stdout and stderr, interleaved
-    peak_rss_mib: float  # the largest of the process and the children it waited for
+    # The resource usage's maxrss: the largest of the child and its waited-for children, and on Linux at least
+    # this process's own peak when it started the child (see gpu_conformance.sim.peak for the child's alone).
+    peak_rss_mib: float
 
 
 # An interrupted child gets SIGTERM (the suite then deletes what it made) and this long before SIGKILL.
