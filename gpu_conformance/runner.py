@@ -408,6 +408,9 @@ class PodGroup(Generic[K]):
     shape, whose pods wait in that image once their payload has reported.
     An `exclusive` group's pods have their nodes to themselves: the wave's other pods that could land on
     such a node wait (uncreated, their clocks stopped) until the exclusive pods there have settled.
+    `lands_on` narrows the nodes a group's pods could land on where that is less than their affinity
+    allows (a pod that asks for more GPUs than a node advertises takes none there): the oversized pod,
+    allowed everywhere and fitting nowhere, waits for no exclusive pod.
     """
 
     what: str
@@ -418,6 +421,7 @@ class PodGroup(Generic[K]):
     bound_is_final: bool = False
     pause_image: str | None = None
     exclusive: bool = False
+    lands_on: frozenset[str] | None = None
 
 
 def run_pods(
@@ -777,7 +781,9 @@ def _exclusive_waits(groups: Mapping[str, PodGroup[Any]]) -> dict[tuple[str, Any
         for k, (node, manifest) in grp.pods.items():
             if not _requests_gpus(manifest):
                 continue  # takes no GPU from the exclusive pods
-            nodes = {node} if NODE_NAME.fullmatch(node) else pinned_nodes(manifest.get("spec") or {})
+            nodes = frozenset([node]) if NODE_NAME.fullmatch(node) else pinned_nodes(manifest.get("spec") or {})
+            if grp.lands_on is not None:
+                nodes = grp.lands_on if nodes is None else nodes & grp.lands_on
             ahead = everyone if nodes is None else frozenset().union(*(exclusive.get(n, ()) for n in nodes))
             if ahead:
                 waits[(g, k)] = ahead

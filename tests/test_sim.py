@@ -227,3 +227,24 @@ def test_an_exclusive_group_has_its_node_to_itself(sim_api: kr8s.Api, pause_imag
         assert dt.datetime.fromisoformat(str(later.state.started_at)) >= ended, (later.describe(), ended)
     assert left == [], "every fan-out DaemonSet is deleted by the end of the wave"
 
+
+def test_a_pod_that_fits_no_node_waits_for_no_exclusive_pod() -> None:
+    """The oversized pod is allowed on every node and fits none: nothing it could take from a whole-node pair,
+    so it is created with the wave's first pods (held behind the pairs on every node, a 1,000-node wave created
+    it minutes late, behind thousands of pods, and gave it up before the scheduler came to it). A pod that can
+    land somewhere waits for the pairs there only."""
+    nodes = ["wave-gpu-1", "wave-gpu-2"]
+    pairs = runner.PodGroup("pair", "ns", {(n, v): (n, render("gpu-hold", namespace="ns", node=n, run_id="t", gpus=2, extra={"hold_s": 3},
+                                                             variant=v)[0]) for n in nodes for v in ("a", "b")},
+                            timeout=60, exclusive=True)
+
+    def anywhere(lands_on: frozenset[str] | None) -> runner.PodGroup[str]:
+        pod = render("vector-add", namespace="ns", node=nodes, run_id="t", gpus=3, variant="oversized")[0]
+        return runner.PodGroup("oversized", "ns", {"pod": ("(any node)", pod)}, timeout=60, lands_on=lands_on)
+
+    every_pair = frozenset(("pair", k) for k in pairs.pods)
+    assert runner._exclusive_waits({"pair": pairs, "oversized": anywhere(None)}) == {("oversized", "pod"): every_pair}
+    assert runner._exclusive_waits({"pair": pairs, "oversized": anywhere(frozenset())}) == {}
+    assert runner._exclusive_waits({"pair": pairs, "oversized": anywhere(frozenset(["wave-gpu-2"]))}) == {
+        ("oversized", "pod"): frozenset({("pair", ("wave-gpu-2", "a")), ("pair", ("wave-gpu-2", "b"))})}
+
