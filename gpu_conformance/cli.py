@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
     bn = simsub.add_parser("bench", help="time the suite on simulated clusters of growing size beside a kubectl baseline",
                            description="For each size: a fresh simulated cluster of N healthy 8-GPU nodes, the kubectl "
                                        "baseline (one vector-add pod per node: kubectl apply, kubectl wait), then "
-                                       "`gpu-conformance run`. Prints wall times, their ratio, API requests and peak RSS.")
+                                       "`gpu-conformance run`. Prints wall times, their ratio, API requests, the suite's peak RSS "
+                                       "and the pytest floor's (as many trivial results through the same reporters).")
     bn.add_argument("--nodes", default="10,100,1000", help="comma-separated cluster sizes (default 10,100,1000)")
     bn.add_argument("--gate", choices=GATES, default="standard", help="the suite's gate (default standard)")
     bn.add_argument("--fanout", choices=("pods", "daemonset"), default="pods",

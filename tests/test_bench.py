@@ -3,6 +3,7 @@ reporters) and the table."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import sys
@@ -36,6 +37,8 @@ def test_the_table_gives_the_floor_beside_the_suites_peak() -> None:
     assert header.endswith("| suite peak RSS | pytest floor RSS |")
     assert line.endswith("| 94 MiB | 61 MiB |")
     assert "| 32.00 |" in line and "| 225 passed, 30 skipped |" in line
+    no_summary = bench.table([dataclasses.replace(row, suite_exit=3, suite_totals={}, floor_rss_mb=None)], "standard")
+    assert no_summary.splitlines()[2].endswith("| no summary (exit 3) | 400 | 40.0 | 49 | 94 MiB | n/a |")
 
 
 # A module that holds MiB of memory (its first argument), touched page by page.

@@ -57,7 +57,7 @@ class Row:
     suite_totals: dict[str, int]
     suite_requests: int
     suite_rss_mb: float
-    floor_rss_mb: float
+    floor_rss_mb: float | None
 
     @property
     def ratio(self) -> float:
@@ -183,9 +183,11 @@ def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = Non
         requests = audited_requests(state.state_dir) - before
         say(f"bench {nodes} nodes: suite {suite_s:.1f}s (exit {code}, {totals}), {requests} requests, {rss:.0f} MiB")
         results = sum(totals.values())
-        say(f"bench {nodes} nodes: the pytest floor ({results} trivial results, the same reporters)")
-        floor_rss = floor(nodes, results, work)
-        say(f"bench {nodes} nodes: pytest floor {floor_rss:.0f} MiB")
+        floor_rss = None  # no results (the suite wrote no summary): nothing to compare with
+        if results:
+            say(f"bench {nodes} nodes: the pytest floor ({results} trivial results, the same reporters)")
+            floor_rss = floor(nodes, results, work)
+            say(f"bench {nodes} nodes: pytest floor {floor_rss:.0f} MiB")
         return Row(nodes, base_s, base_requests, suite_s, code, totals, requests, rss, floor_rss)
     finally:
         sim.down(quiet=True)
@@ -201,13 +203,17 @@ def table(rows: Sequence[Row], gate: str, fanout: str = "pods") -> str:
     for r in rows:
         results = ", ".join(f"{v} {k}" for k, v in r.suite_totals.items() if v) or f"no summary (exit {r.suite_exit})"
         lines.append(f"| {r.nodes} | {r.baseline_s:.1f} s | {r.suite_s:.1f} s | {r.ratio:.2f} | {results} | "
-                     f"{r.suite_requests} | {r.suite_requests / r.nodes:.1f} | {r.baseline_requests} | {r.suite_rss_mb:.0f} MiB | {r.floor_rss_mb:.0f} MiB |")
+                     f"{r.suite_requests} | {r.suite_requests / r.nodes:.1f} | {r.baseline_requests} | {r.suite_rss_mb:.0f} MiB | {_mib(r.floor_rss_mb)} |")
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         lines.append("")
         lines.append(f"Suite time at {last.nodes} nodes / at {first.nodes} nodes: {last.suite_s / first.suite_s:.2f}x "
                      f"(kubectl baseline: {last.baseline_s / first.baseline_s:.2f}x).")
     return "\n".join(lines)
+
+
+def _mib(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} MiB"
 
 
 def machine() -> str:
