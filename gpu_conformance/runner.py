@@ -361,20 +361,21 @@ def few_malloc_arenas(arenas: int = 2) -> None:
     """glibc gives threads that allocate side by side arenas of their own (up to 8 a core), and memory freed in
     them stays with the process: with `concurrently`'s threads, a sixth of the peak RSS at 100 nodes. Call before
     threads start; the same as MALLOC_ARENA_MAX, which wins where set. Nothing where the C library is not glibc."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return
-    try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas)
-    except (OSError, AttributeError):
-        pass
+    if not os.environ.get("MALLOC_ARENA_MAX"):
+        _glibc("mallopt", _M_ARENA_MAX, arenas)
 
 
 def release_free_memory() -> None:
     """Give the system back the pages that glibc's allocator holds free (malloc_trim): what a phase of many
     threads freed (the wave, the metrics reads) stays resident otherwise, under whatever comes next (300 nodes:
     50 MiB of RSS after the metrics checks). Nothing where the C library is not glibc."""
+    _glibc("malloc_trim", 0)
+
+
+def _glibc(function: str, *args: int) -> None:
+    """Call one of glibc's allocator functions; nothing where the C library has no such function."""
     try:
-        ctypes.CDLL(None).malloc_trim(0)
+        getattr(ctypes.CDLL(None), function)(*args)
     except (OSError, AttributeError):
         pass
 

@@ -3,7 +3,7 @@
 `python -m gpu_conformance.sim.peak OUT MODULE [ARGS...]`. The benchmark measures its children so: the
 resource usage a parent reads after `wait4` is no good here, because Linux's exec keeps the high-water
 mark of the memory it replaces, and a child started by vfork (as Python starts them) replaces its
-parent's: a 40 MiB child of a 430 MiB parent reports 430 MiB. The kernel's VmHWM of the process's own
+parent's: a 16 MiB child of a 430 MiB parent reports 432 MiB. The kernel's VmHWM of the process's own
 memory, read at exit, is the child's alone.
 """
 
