@@ -41,6 +41,18 @@ def test_the_table_gives_the_floor_beside_the_suites_peak() -> None:
     assert no_summary.splitlines()[2].endswith("| no summary (exit 3) | 400 | 40.0 | 49 | 94 MiB | n/a |")
 
 
+def test_the_growth_is_read_with_the_baselines_growth_divided_out_and_subtracted() -> None:
+    small = bench.Row(nodes=10, baseline_s=2.0, baseline_requests=49, suite_s=50.0, suite_exit=0,
+                      suite_totals={"passed": 1}, suite_requests=1, suite_rss_mb=1.0, floor_rss_mb=1.0)
+    large = dataclasses.replace(small, nodes=1000, baseline_s=200.0, suite_s=500.0)
+
+    line = bench.table([small, large], "standard").splitlines()[-1]
+
+    assert line.startswith("Suite time at 1000 nodes / at 10 nodes: 10.00x (kubectl baseline: 100.00x).")
+    assert "divided out: 0.10x" in line
+    assert "beyond the baseline's: 300.0 s against 48.0 s, 6.25x." in line
+
+
 # A module that holds MiB of memory (its first argument), touched page by page.
 BALLAST = "import sys\nheld = bytearray(int(sys.argv[1]) * 2**20)\nfor i in range(0, len(held), 4096):\n    held[i] = 1\n"
 

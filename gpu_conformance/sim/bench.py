@@ -207,9 +207,19 @@ def table(rows: Sequence[Row], gate: str, fanout: str = "pods") -> str:
     if len(rows) >= 2:
         first, last = rows[0], rows[-1]
         lines.append("")
-        lines.append(f"Suite time at {last.nodes} nodes / at {first.nodes} nodes: {last.suite_s / first.suite_s:.2f}x "
-                     f"(kubectl baseline: {last.baseline_s / first.baseline_s:.2f}x).")
+        lines.append(growth(first, last))
     return "\n".join(lines)
+
+
+def growth(first: Row, last: Row) -> str:
+    """The suite's growth from the smallest to the largest size, read two ways with the baseline's own growth
+    taken out: divided out (a ratio of growths), and subtracted (the suite's time beyond the baseline's)."""
+    suite, base = last.suite_s / first.suite_s, last.baseline_s / first.baseline_s
+    beyond_first, beyond_last = first.suite_s - first.baseline_s, last.suite_s - last.baseline_s
+    beyond = f"{beyond_last / beyond_first:.2f}x" if beyond_first > 0 else "n/a"
+    return (f"Suite time at {last.nodes} nodes / at {first.nodes} nodes: {suite:.2f}x (kubectl baseline: {base:.2f}x). "
+            f"The baseline's growth divided out: {suite / base:.2f}x; the suite's time beyond the baseline's: "
+            f"{beyond_last:.1f} s against {beyond_first:.1f} s, {beyond}.")
 
 
 def _mib(value: float | None) -> str:
