@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import allure
+import allure_commons
 import httpx
 import kr8s
 import pytest
@@ -489,8 +490,20 @@ class _Children(list[str]):
         return value in self._seen
 
 
-def _allure_children_indexed(config: pytest.Config) -> None:
-    """Every Allure fixture container started from now on keeps its children in a `_Children`."""
+class _EndedStagesOnly:
+    """Allure's developer hook, ahead of its file logger: a fixture container keeps only the tear-down stages
+    that ended. pytest 9.1 gives every fixture an internal finalizer, which allure-pytest (2.16) opens as a
+    tear-down stage that pytest never runs through it: written without a status, the Allure report showed an
+    'unknown' tear-down under every check (allure-framework/allure-python#918). Real tear-downs end."""
+
+    @allure_commons.hookimpl(tryfirst=True)
+    def report_container(self, container: Any) -> None:
+        container.afters = [stage for stage in container.afters if stage.status is not None]
+
+
+def _allure_adjusted(config: pytest.Config) -> None:
+    """Every Allure fixture container started from now on keeps its children in a `_Children`, and is written
+    with only the tear-down stages that ended (for this pytest session only)."""
     logger = getattr(config.pluginmanager.getplugin("allure_listener"), "allure_logger", None)
     if logger is None:
         return
@@ -501,12 +514,15 @@ def _allure_children_indexed(config: pytest.Config) -> None:
         start_group(uuid, group)
 
     logger.start_group = start
+    ended = _EndedStagesOnly()
+    allure_commons.plugin_manager.register(ended)
+    config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(ended))
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Report GPU pods already stranded before the run (a failed GPU allocation nothing will redo)."""
     config = session.config
-    _allure_children_indexed(config)
+    _allure_adjusted(config)
     sess = session_of(config)
     if _is_worker(config) or sess._target is None:
         return

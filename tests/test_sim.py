@@ -1,6 +1,7 @@
 """The simulated cluster is a real control plane: the scheduler decides, kwok plays the kubelets."""
 
 import datetime as dt
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,6 +227,30 @@ def test_an_exclusive_group_has_its_node_to_itself(sim_api: kr8s.Api, pause_imag
         assert later.succeeded, later.describe()
         assert dt.datetime.fromisoformat(str(later.state.started_at)) >= ended, (later.describe(), ended)
     assert left == [], "every fan-out DaemonSet is deleted by the end of the wave"
+
+
+def test_a_pods_clock_starts_once_the_wave_is_created(sim_api: kr8s.Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Creating a large wave takes its time (a minute for 4,000 pods at 1,000 nodes): a pod's timeout counts
+    from then, not from before the first request. Here creating takes longer than the oversized pod's timeout;
+    counted from the start, it was given up at the first look, before the scheduler's refusal could stand."""
+    namespace = runner.create_namespace(sim_api, "wave-clock", "projtest")
+    create = runner.create
+
+    def slow(obj: object, **kw: object) -> object:
+        time.sleep(runner.REFUSAL_SETTLE_S + 12)
+        return create(obj, **kw)
+
+    monkeypatch.setattr(runner, "create", slow)
+    try:
+        pod = render("vector-add", namespace=namespace, node=["wave-gpu-3"], run_id="projtest", gpus=3, variant="oversized")[0]
+        group = runner.PodGroup("oversized", namespace, {"pod": ("(any node)", pod)}, timeout=runner.REFUSAL_SETTLE_S + 10,
+                                lands_on=frozenset())
+        out = runner.run_groups(sim_api, {"oversized": group}, what="wave clock test")
+    finally:
+        runner.delete_namespace(sim_api, namespace)
+    refused = out["oversized"]["pod"]
+    assert refused.settled, refused.describe()
+    assert "Insufficient nvidia.com/gpu" in str(refused.state.unschedulable), refused.describe()
 
 
 def test_a_pod_that_fits_no_node_waits_for_no_exclusive_pod() -> None:
