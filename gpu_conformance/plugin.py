@@ -493,8 +493,8 @@ class _Children(list[str]):
 class _EndedStagesOnly:
     """Allure's developer hook, ahead of its file logger: a fixture container keeps only the tear-down stages
     that ended. pytest 9.1 gives every fixture an internal finalizer, which allure-pytest (2.16) opens as a
-    tear-down stage that pytest never runs through it: written without a status, the Allure report showed an
-    'unknown' tear-down under every check (allure-framework/allure-python#918). Real tear-downs end."""
+    tear-down stage and ends only after the container is written: without a status, the Allure report showed an
+    'unknown' tear-down under every check (allure-framework/allure-python#918). Real tear-downs have ended."""
 
     @allure_commons.hookimpl(tryfirst=True)
     def report_container(self, container: Any) -> None:
@@ -503,7 +503,7 @@ class _EndedStagesOnly:
 
 def _allure_adjusted(config: pytest.Config) -> None:
     """Every Allure fixture container started from now on keeps its children in a `_Children`, and is written
-    with only the tear-down stages that ended (for this pytest session only)."""
+    with only the tear-down stages that ended (until this pytest session's cleanup)."""
     logger = getattr(config.pluginmanager.getplugin("allure_listener"), "allure_logger", None)
     if logger is None:
         return
@@ -516,7 +516,12 @@ def _allure_adjusted(config: pytest.Config) -> None:
     logger.start_group = start
     ended = _EndedStagesOnly()
     allure_commons.plugin_manager.register(ended)
-    config.add_cleanup(lambda: allure_commons.plugin_manager.unregister(ended))
+
+    def unregister() -> None:
+        if allure_commons.plugin_manager.is_registered(ended):
+            allure_commons.plugin_manager.unregister(ended)
+
+    config.add_cleanup(unregister)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

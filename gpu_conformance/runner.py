@@ -32,6 +32,9 @@ TRANSIENT = (kr8s.ServerError, kr8s.APITimeoutError, httpx.TransportError)
 # A scheduler refusal is a verdict only once it has stood this long: nodes flap (a late heartbeat
 # taints a node unreachable for a moment) and GPUs held by finishing pods are released.
 REFUSAL_SETTLE_S = 5.0
+# The wave's deadline comes this long after the longest queue's: pods are given up (and deleted, freeing their
+# GPUs) at a look, and a look may end after the moment their clocks ran out.
+LOOK_MARGIN_S = 10.0
 # The controller-manager creates the default ServiceAccount within seconds of a namespace.
 NAMESPACE_READY_TIMEOUT_S = 60.0
 
@@ -700,6 +703,11 @@ def _follow(
                 pass  # the next look creates them (those made already answer 409: fine)
             else:
                 held.difference_update(opened)
+                # Their clocks start now: the next look charges every pod since this one began, and creating
+                # thousands of them (the whole-node pairs of a large cluster end together) takes a minute.
+                creating = time.monotonic() - now
+                for key in opened:
+                    spent[key] -= creating
         fan.sync(done.__contains__, held.__contains__)
         if watch is not None:
             watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
@@ -723,7 +731,7 @@ def _follow(
 
     try:
         states = wait_for(observe, finished, what=f"{what} pods to finish",
-                          timeout=_longest_queue(groups), describe=summary,
+                          timeout=_longest_queue(groups) + LOOK_MARGIN_S, describe=summary,
                           tolerate=TRANSIENT, max_interval=2.0)
     except WaitTimeout as exc:
         # Pods still queued at the last moment: return what we saw; callers treat undecided pods as errors.

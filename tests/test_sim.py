@@ -253,6 +253,35 @@ def test_a_pods_clock_starts_once_the_wave_is_created(sim_api: kr8s.Api, monkeyp
     assert "Insufficient nvidia.com/gpu" in str(refused.state.unschedulable), refused.describe()
 
 
+def test_a_held_pods_clock_starts_once_it_is_created(sim_api: kr8s.Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod held behind an exclusive pair is created when the pair has settled, in the look that saw it; at
+    1,000 nodes that look creates thousands (the pairs end together). Here creating it takes longer than its
+    timeout: charged to its clock, it was given up while it ran; it runs to the end instead."""
+    node = "wave-gpu-4"
+    namespace = runner.create_namespace(sim_api, "wave-held", "projtest")
+    create_object = runner.create_object
+
+    def slow(*args: object, **kw: object) -> object:
+        time.sleep(25)
+        return create_object(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(runner, "create_object", slow)
+    try:
+        groups = {
+            "pair": runner.PodGroup("pair", namespace, {v: (node, render(
+                "gpu-hold", namespace=namespace, node=node, run_id="projtest", gpus=1, extra={"hold_s": 2},
+                variant=v)[0]) for v in ("a", "b")}, timeout=60, unschedulable_is_final=False, exclusive=True),
+            "later": runner.PodGroup("later", namespace, {"c": (node, render(
+                "gpu-hold", namespace=namespace, node=node, run_id="projtest", gpus=1, extra={"hold_s": 4},
+                variant="c")[0])}, timeout=20),
+        }
+        out = runner.run_groups(sim_api, groups, what="held clock test")
+    finally:
+        runner.delete_namespace(sim_api, namespace)
+    later = out["later"]["c"]
+    assert later.settled and later.succeeded, later.describe()
+
+
 def test_a_pod_that_fits_no_node_waits_for_no_exclusive_pod() -> None:
     """The oversized pod is allowed on every node and fits none: nothing it could take from a whole-node pair,
     so it is created with the wave's first pods (held behind the pairs on every node, a 1,000-node wave created
