@@ -378,8 +378,9 @@ def _result_ready(page: Element) -> bool:
 
 
 def test_allure_fixture_stages_each_ended_with_a_status(fault_run: FaultRun) -> None:
-    """pytest 9.1 gives every fixture an internal finalizer that allure-pytest opens as a tear-down stage and never
-    closes; the Allure report showed it as an 'unknown' tear-down under every check. Real tear-downs stay."""
+    """pytest 9.1 gives every fixture an internal finalizer that allure-pytest opens as a tear-down stage and ends
+    only after the container is written; the Allure report showed it as an 'unknown' tear-down under every check.
+    Real tear-downs stay."""
     files = sorted((fault_run.report_dir / "allure-results").glob("*-container.json"))
     containers = [json.loads(f.read_text()) for f in files]
     assert containers, "allure-results/ has no fixture containers"

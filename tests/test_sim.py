@@ -2,8 +2,9 @@
 
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import kr8s
 import pytest
@@ -229,18 +230,22 @@ def test_an_exclusive_group_has_its_node_to_itself(sim_api: kr8s.Api, pause_imag
     assert left == [], "every fan-out DaemonSet is deleted by the end of the wave"
 
 
+def _slowed(call: Callable[..., Any], seconds: float) -> Callable[..., Any]:
+    """`call`, taking `seconds` longer each time (a slow API server, as creating thousands of pods is)."""
+
+    def slow(*args: Any, **kw: Any) -> Any:
+        time.sleep(seconds)
+        return call(*args, **kw)
+
+    return slow
+
+
 def test_a_pods_clock_starts_once_the_wave_is_created(sim_api: kr8s.Api, monkeypatch: pytest.MonkeyPatch) -> None:
     """Creating a large wave takes its time (a minute for 4,000 pods at 1,000 nodes): a pod's timeout counts
     from then, not from before the first request. Here creating takes longer than the oversized pod's timeout;
     counted from the start, it was given up at the first look, before the scheduler's refusal could stand."""
     namespace = runner.create_namespace(sim_api, "wave-clock", "projtest")
-    create = runner.create
-
-    def slow(obj: object, **kw: object) -> object:
-        time.sleep(runner.REFUSAL_SETTLE_S + 12)
-        return create(obj, **kw)
-
-    monkeypatch.setattr(runner, "create", slow)
+    monkeypatch.setattr(runner, "create", _slowed(runner.create, runner.REFUSAL_SETTLE_S + 12))
     try:
         pod = render("vector-add", namespace=namespace, node=["wave-gpu-3"], run_id="projtest", gpus=3, variant="oversized")[0]
         group = runner.PodGroup("oversized", namespace, {"pod": ("(any node)", pod)}, timeout=runner.REFUSAL_SETTLE_S + 10,
@@ -259,13 +264,7 @@ def test_a_held_pods_clock_starts_once_it_is_created(sim_api: kr8s.Api, monkeypa
     timeout: charged to its clock, it was given up while it ran; it runs to the end instead."""
     node = "wave-gpu-4"
     namespace = runner.create_namespace(sim_api, "wave-held", "projtest")
-    create_object = runner.create_object
-
-    def slow(*args: object, **kw: object) -> object:
-        time.sleep(25)
-        return create_object(*args, **kw)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(runner, "create_object", slow)
+    monkeypatch.setattr(runner, "create_object", _slowed(runner.create_object, 25))
     try:
         groups = {
             "pair": runner.PodGroup("pair", namespace, {v: (node, render(
