@@ -39,6 +39,7 @@ _say = partial(say, topic="sim")
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+NODE_LEASE_NAMESPACE = "kube-node-lease"
 
 # Start-up budgets: etcd and the apiserver start in seconds on a laptop; CI machines are slower.
 START_TIMEOUT_S = 120.0
@@ -201,6 +202,17 @@ def _api(st: SimState) -> kr8s.Api:
     """A client for this start of the cluster: kr8s caches clients by their arguments, and a restart on the
     same state directory keeps the kubeconfig's path but moves the API server to a new port."""
     return kr8s.api(url=st.server, kubeconfig=str(st.kubeconfig))
+
+
+def _free_node_leases(st: SimState) -> None:
+    """Delete the nodes' Leases before kwok starts again: each kwok holds them under an identity of its own,
+    and a new one would leave a node unplayed until the Lease its predecessor renewed had run out."""
+    api = _api(st)
+    for lease in api.get("leases", namespace=NODE_LEASE_NAMESPACE):
+        try:
+            lease.delete()
+        except kr8s.NotFoundError:
+            pass
 
 
 # Start-ups retried when a port was taken between picking and binding it.
@@ -483,8 +495,8 @@ class SimCluster:
                 "--bind-address=127.0.0.1", f"--secure-port={p['controller_manager']}", "--leader-elect=false",
                 f"--root-ca-file={pk / 'ca.crt'}", f"--service-account-private-key-file={pk / 'sa.key'}",
                 "--use-service-account-credentials=true", f"--cluster-signing-cert-file={pk / 'ca.crt'}",
-                # kwok heartbeats every 10-15 s; on a loaded CI machine a few can be late. A dead node
-                # must come from the scenario, never from load.
+                # kwok renews each node's Lease every 10 s; on a loaded CI machine a few renewals can be
+                # late. A dead node must come from the scenario, never from load.
                 "--node-monitor-grace-period=120s",
                 # A large cluster's usual tuning (the default, 20/s, paces the DaemonSet controller's pod
                 # creations and deletions in fan-out mode at 100 nodes and more).
@@ -655,6 +667,7 @@ class SimCluster:
         self._delete_stack(st)
         self._stop_pid("exporter", st)
         self._stop_pid("kwok", st)
+        _free_node_leases(st)
         self._write_kwok_config(st, nodes, scenarios)
         self._write_scenarios(st, scenarios)
         for name in ("kwok", "exporter"):
@@ -700,6 +713,8 @@ class SimCluster:
             raise SimError(f"no simulated cluster with a {name} process in {self.state_dir}")
         if _pid_is(st.pids[name], st.binaries[name]):
             return
+        if name == "kwok":
+            _free_node_leases(st)
         st.pids[name] = _start(name, self._argv(name, st), self.state_dir)
         st.save()
         self._wait_process(name, st)

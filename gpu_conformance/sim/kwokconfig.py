@@ -17,6 +17,7 @@ from gpu_conformance.sim.scenario import CONTAINERS, KNOWN_WORKLOADS, NodeSpec
 from gpu_conformance.workloads import RUNS_FOR_ANNOTATION, WORKLOAD_LABEL, pod_name
 
 NOT_READY_LABEL = "sim.gpu-conformance.io/not-ready"
+NODE_LEASE_S = 40  # the kubelet's default lease: renewed every 10 s
 POD_CIDR = "239.255.0.1/16"
 STRANDED_LABEL = "sim.gpu-conformance.io/stranded"
 COMPONENT_LABEL = "sim.gpu-conformance.io/component"
@@ -303,6 +304,11 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_k
     options = {
         "podPlayStageParallelism": 16,
         "nodePlayStageParallelism": 16,
+        # The simulated kubelets heartbeat as real ones do: a Lease renewed every quarter of its duration,
+        # the node's status only now and then (the node-heartbeat stage). A status patch of every node
+        # every 10-15 s was 80 writes a second at 1,000 nodes, each sent to every node watcher; on two
+        # cores they fell minutes behind and the controller-manager took healthy nodes for dead ones.
+        "nodeLeaseDurationSeconds": NODE_LEASE_S,
         "nodeLeaseParallelism": 4,
         "podsOnNodeSyncParallelism": 2,
         "enablePodsOnNodeSyncListPager": True,
