@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     bn.add_argument("--fanout", choices=("pods", "daemonset"), default="pods",
                     help="how the suite runs its per-node workloads (default pods)")
     bn.add_argument("--write-readme", type=Path, metavar="README", help="replace this mode's benchmark section of this README")
-    bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports and logs under DIR")
+    bn.add_argument("--keep", type=Path, metavar="DIR", help="keep each size's reports, the suite's log and the simulator's process logs under DIR")
     fm = simsub.add_parser("faults", help="run the suite under bad input and cluster faults; print the fault matrix",
                            description="On a simulated cluster of its own: bad kubeconfigs and profiles, stopped "
                                        "control-plane processes, a restarted API server, signals mid-run and HTTP faults "

@@ -190,9 +190,21 @@ def measure(nodes: int, gate: str, extra: Sequence[str], keep: Path | None = Non
             say(f"bench {nodes} nodes: pytest floor {floor_rss:.0f} MiB")
         return Row(nodes, base_s, base_requests, suite_s, code, totals, requests, rss, floor_rss)
     finally:
-        sim.down(quiet=True)
         if keep is None:
+            sim.down(quiet=True)
             shutil.rmtree(work, ignore_errors=True)
+        else:
+            _down_keeping_logs(sim, work)
+
+
+def _down_keeping_logs(sim: SimCluster, work: Path) -> None:
+    """Stop the cluster and keep its processes' logs (the audit log among them) as work/sim-logs; the rest of
+    its state (etcd's data, keys, kubeconfigs) goes."""
+    sim.down(quiet=True, keep_logs=True)
+    logs = sim.state_dir / "logs"
+    if logs.is_dir():
+        shutil.move(logs, work / "sim-logs")
+    shutil.rmtree(sim.state_dir, ignore_errors=True)
 
 
 def table(rows: Sequence[Row], gate: str, fanout: str = "pods") -> str:
