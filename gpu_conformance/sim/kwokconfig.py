@@ -306,7 +306,7 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_k
         "nodePlayStageParallelism": 16,
         # The simulated kubelets heartbeat as real ones do: a Lease renewed every quarter of its duration,
         # the node's status only now and then (the node-heartbeat stage). A status patch of every node
-        # every 10-15 s was 80 writes a second at 1,000 nodes, each sent to every node watcher; on two
+        # every 5 s was 200 writes a second at 1,000 nodes, each sent to every node watcher; on two
         # cores they fell minutes behind and the controller-manager took healthy nodes for dead ones.
         "nodeLeaseDurationSeconds": NODE_LEASE_S,
         "nodeLeaseParallelism": 4,
