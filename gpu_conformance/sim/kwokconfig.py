@@ -309,7 +309,9 @@ def write(path: Path, nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_k
         # every 5 s was 200 writes a second at 1,000 nodes, each sent to every node watcher; on two
         # cores they fell minutes behind and the controller-manager took healthy nodes for dead ones.
         "nodeLeaseDurationSeconds": NODE_LEASE_S,
-        "nodeLeaseParallelism": 4,
+        # 1,000 nodes renew 100 Leases a second; with kwok's default 4 workers each renewal had to take under
+        # 40 ms, and on a loaded machine some Leases ran past the controller-manager's grace period.
+        "nodeLeaseParallelism": 16,
         "podsOnNodeSyncParallelism": 2,
         "enablePodsOnNodeSyncListPager": True,
         "enableDebuggingHandlers": True,
