@@ -35,6 +35,10 @@ REFUSAL_SETTLE_S = 5.0
 # The wave's deadline comes this long after the longest queue's: pods are given up (and deleted, freeing their
 # GPUs) at a look, and a look may end after the moment their clocks ran out.
 LOOK_MARGIN_S = 10.0
+# A pod the scheduler has not yet answered (neither placed nor refused) spends its clock only once the
+# scheduler has answered none of the wave's pods for this long: a scheduler working through a queue of
+# thousands (at 50 or 100 bindings a second, the usual limits) is not a missing one.
+SCHEDULER_QUIET_S = 10.0
 # The controller-manager creates the default ServiceAccount within seconds of a namespace.
 NAMESPACE_READY_TIMEOUT_S = 60.0
 
@@ -630,6 +634,8 @@ def _follow(
     # The clocks start once the wave's first pods are created: creating them took a minute at 1,000 nodes,
     # and counting it gave the oversized pod's 60 s away before it was first looked at.
     last_look = [time.monotonic()]
+    answered: set[tuple[str, Any]] = set()  # pods the scheduler has placed or refused
+    last_answer = [last_look[0]]  # when the scheduler last answered a pod of the wave for the first time
 
     def settled(key: tuple[str, Any], st: PodState) -> bool:
         grp = groups[key[0]]
@@ -677,6 +683,11 @@ def _follow(
         # A node is busy while one of the wave's pods holds it; not a deleted pod that is slow to go (a
         # dead node never confirms it), or the pods queued behind it would wait for the wave's hard cap.
         busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting} | holders
+        fresh = [key for key, ref in pods.items() if key not in answered and _answered(states.get(ref, ABSENT))]
+        if fresh:
+            answered.update(fresh)
+            last_answer[0] = now
+        scheduling = now - last_answer[0] < SCHEDULER_QUIET_S
         done: set[tuple[str, Any]] = set()  # settled or given up
         expired = []
         for key, ref in pods.items():
@@ -686,7 +697,9 @@ def _follow(
             if key in given_up or settled(key, st):
                 done.add(key)
                 continue
-            queued = st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy
+            # Not the pod's own time: waiting for GPUs a pod of the wave holds, or in the queue of a working scheduler.
+            queued = (st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy) or (
+                scheduling and st.phase == "Pending" and not _answered(st))
             if not queued:
                 spent[key] += elapsed
             if spent[key] >= groups[key[0]].timeout:
@@ -758,6 +771,11 @@ def _follow(
     done = sum(o.settled for g in out.values() for o in g.values())
     say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s")
     return out
+
+
+def _answered(st: PodState) -> bool:
+    """The scheduler has had its say on the pod: placed it, or refused it."""
+    return st.node is not None or st.unschedulable is not None
 
 
 def _longest_queue(groups: Mapping[str, PodGroup[Any]]) -> float:
