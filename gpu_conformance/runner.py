@@ -36,8 +36,10 @@ REFUSAL_SETTLE_S = 5.0
 # GPUs) at a look, and a look may end after the moment their clocks ran out.
 LOOK_MARGIN_S = 10.0
 # A pod the scheduler has not yet answered (neither placed nor refused) spends its clock only once the
-# scheduler has answered none of the wave's pods for this long: a scheduler working through a queue of
-# thousands (at 50 or 100 bindings a second, the usual limits) is not a missing one.
+# scheduler has answered none of the wave's other pods for the first time for this long: a scheduler working
+# through a queue of thousands (its client's default limit is 50 requests a second) is not a missing one.
+# The wave's own limit still holds: a pod the scheduler never reaches while it answers others ends undecided
+# there. The wave's first pods get this long too, so the limit is lengthened by it.
 SCHEDULER_QUIET_S = 10.0
 # The controller-manager creates the default ServiceAccount within seconds of a namespace.
 NAMESPACE_READY_TIMEOUT_S = 60.0
@@ -466,10 +468,12 @@ def run_groups(
     its group's rules and given up at its group's timeout.
 
     A pod's clock stops while the scheduler refuses it and another live pod of the wave is on its node
-    (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there). A pod
+    (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there), and while
+    the scheduler has not answered it but keeps answering the wave's other pods (SCHEDULER_QUIET_S). A pod
     given up while it runs is deleted once its state and logs are kept, so it frees its GPUs for the
     pods queued behind it. The wait ends when every pod has settled or been given up, at the latest
-    when the busiest node's pods would all have had their timeouts one after the other.
+    when the busiest node's pods would all have had their timeouts one after the other (a pod still
+    queued then is undecided: an error, never a verdict).
 
     No recovery check may disrupt a node while these pods run there (node names only: a key like
     "(any selected GPU node)" names no single node).
@@ -702,6 +706,8 @@ def _follow(
                 scheduling and st.phase == "Pending" and not _answered(st))
             if not queued:
                 spent[key] += elapsed
+            else:  # a held pod's creation, taken off its clock for the next look to charge, is not a credit
+                spent[key] = max(spent[key], 0.0)
             if spent[key] >= groups[key[0]].timeout:
                 expired.append(key)
         if expired:
@@ -744,7 +750,7 @@ def _follow(
 
     try:
         states = wait_for(observe, finished, what=f"{what} pods to finish",
-                          timeout=_longest_queue(groups) + LOOK_MARGIN_S, describe=summary,
+                          timeout=_longest_queue(groups) + SCHEDULER_QUIET_S + LOOK_MARGIN_S, describe=summary,
                           tolerate=TRANSIENT, max_interval=2.0)
     except WaitTimeout as exc:
         # Pods still queued at the last moment: return what we saw; callers treat undecided pods as errors.
@@ -779,8 +785,8 @@ def _answered(st: PodState) -> bool:
 
 
 def _longest_queue(groups: Mapping[str, PodGroup[Any]]) -> float:
-    """The longest a wave can take: per node, its pods one after the other, each to its timeout; a pod for
-    no single node may first wait behind the exclusive pods of every node."""
+    """The longest a wave's pods may take on their clocks: per node, its pods one after the other, each to its
+    timeout; a pod for no single node may first wait behind the exclusive pods of every node."""
     per_node: dict[str, float] = {}
     exclusive: dict[str, float] = {}
     for grp in groups.values():

@@ -298,7 +298,8 @@ def test_a_held_pods_clock_starts_once_it_is_created(sim_api: kr8s.Api, monkeypa
     assert later.settled and later.succeeded, later.describe()
 
 
-def _bind_slowly(api: kr8s.Api, namespace: str, names: list[str], node: str, every_s: float) -> threading.Thread:
+def _bind_slowly(api: kr8s.Api, namespace: str, names: list[str], node: str, every_s: float,
+                 stop: threading.Event) -> threading.Thread:
     """A scheduler of the test's own: binds the pods to the node in order, one every `every_s` seconds
     (the first once it exists), as a scheduler at its rate limit reaches the last of thousands."""
 
@@ -306,10 +307,10 @@ def _bind_slowly(api: kr8s.Api, namespace: str, names: list[str], node: str, eve
         for i, name in enumerate(names):
             body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": name},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": node}}
-            wait_for(lambda: runner.api_call(api, "POST", namespace, f"pods/{name}/binding", 10, body)[0],
-                     lambda code: code == 201, what=f"binding {name}", timeout=60)
-            if i < len(names) - 1:
-                time.sleep(every_s)
+            wait_for(lambda: None if stop.is_set() else runner.api_call(api, "POST", namespace, f"pods/{name}/binding", 10, body)[0],
+                     lambda code: code in (None, 201), what=f"binding {name}", timeout=60)
+            if i < len(names) - 1 and stop.wait(every_s):
+                return
 
     thread = threading.Thread(target=bind, daemon=True)
     thread.start()
@@ -321,7 +322,8 @@ def test_a_pod_in_a_working_schedulers_queue_keeps_its_clock(sim_api: kr8s.Api) 
     (1,636 of a 9,000-pod fan-out wave at 1,000 nodes were given up as never placed). While the scheduler
     keeps answering pods of the wave, a pod it has not answered yet spends none of its clock. Here a slow
     scheduler places four pods 5 s apart, the last 15 s in, with a 7 s timeout: each runs. A fifth, which
-    no scheduler places, is still given up as never placed once the scheduler has gone quiet."""
+    no scheduler places, is still given up (and deleted) as never placed once the scheduler has gone quiet,
+    before the wave's own limit."""
     node, every_s, timeout = "wave-gpu-5", 5.0, 7.0
     assert 3 * every_s > timeout and every_s < runner.SCHEDULER_QUIET_S  # the old clocks gave c and d up
     namespace = runner.create_namespace(sim_api, "wave-queue", "projtest")
@@ -331,18 +333,23 @@ def test_a_pod_in_a_working_schedulers_queue_keeps_its_clock(sim_api: kr8s.Api) 
         manifest = render("vector-add", namespace=namespace, node=node, run_id="projtest", variant=variant)[0]
         manifest["spec"]["schedulerName"] = "gpu-conformance-test-scheduler"  # kube-scheduler leaves them alone
         pods[variant] = (node, manifest)
-    binder = _bind_slowly(sim_api, namespace, [pod_name("vector-add", node, v) for v in placed], node, every_s)
+    stop = threading.Event()
+    binder = _bind_slowly(sim_api, namespace, [pod_name("vector-add", node, v) for v in placed], node, every_s, stop)
     try:
         out = runner.run_groups(sim_api, {"queue": runner.PodGroup("queue", namespace, pods, timeout=timeout)},
                                 what="scheduler queue test")
-        binder.join(timeout=60)
+        left = {p.name for p in sim_api.get("pods", namespace=namespace)}
     finally:
+        stop.set()
+        binder.join(timeout=30)
         runner.delete_namespace(sim_api, namespace)
+    assert not binder.is_alive()
     for variant in placed:
         pod = out["queue"][variant]
         assert pod.settled and pod.succeeded, pod.describe()
     never = out["queue"][unplaced]
     assert not never.settled and "never placed by a scheduler" in never.describe(), never.describe()
+    assert never.pod not in left, "given up at its own timeout (and deleted), not left at the wave's limit"
 
 
 def test_a_pod_that_fits_no_node_waits_for_no_exclusive_pod() -> None:
