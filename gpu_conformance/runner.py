@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import json
+import math
 import os
 import re
 import secrets
@@ -468,7 +469,9 @@ def run_groups(
     its group's rules and given up at its group's timeout.
 
     A pod's clock stops while the scheduler refuses it and another live pod of the wave is on its node
-    (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there), and while
+    (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there) or one
+    deleted there has not gone yet (its kubelet has not confirmed; at most for the waiting pod's own
+    timeout since that deletion was first seen, as a dead kubelet never confirms), and while
     the scheduler has not answered it but keeps answering the wave's other pods (SCHEDULER_QUIET_S). A pod
     given up while it runs is deleted once its state and logs are kept, so it frees its GPUs for the
     pods queued behind it. The wait ends when every pod has settled or been given up, at the latest
@@ -611,12 +614,16 @@ def _follow(
     reports: dict[tuple[str, Any], tuple[str, fanout.FanoutPod]] = {}  # fan-out key -> (its pod, what it reported)
     payloads: dict[tuple[str, Any], PodState] = {}  # fan-out key -> its payload's last state (kept once its pod goes)
     holders: set[str] = set()  # nodes where a fan-out pod holds its GPUs (reported or not, until it is deleted)
+    going: dict[tuple[str, str], str] = {}  # the wave's pods being deleted, and their nodes
 
     def listed() -> dict[tuple[str, str], PodState]:
         states: dict[tuple[str, str], PodState] = {}
         chosen: dict[tuple[str, Any], tuple[str, Observed]] = {}
         holders.clear()
+        going.clear()
         for (ns, name), obs in pw.states().items():
+            if obs.state.node and obs.state.deleting:
+                going[(ns, name)] = obs.state.node
             if obs.fanout is None:
                 states[(ns, name)] = obs.state
                 continue
@@ -640,6 +647,10 @@ def _follow(
     last_look = [time.monotonic()]
     answered: set[tuple[str, Any]] = set()  # pods the scheduler has placed or refused
     last_answer = [last_look[0]]  # when the scheduler last answered a pod of the wave for the first time
+    opened = dict.fromkeys(pods, last_look[0])  # when each pod was created (a held pod: when it was let go)
+    longest_wait = [0.0]  # the longest a pod waited for the scheduler's first answer (progress output)
+    going_since: dict[tuple[str, str], float] = {}  # when each pod being deleted was first seen going
+    longest_going = [0.0]  # the longest a deleted pod took to go (progress output)
 
     def settled(key: tuple[str, Any], st: PodState) -> bool:
         grp = groups[key[0]]
@@ -684,13 +695,21 @@ def _follow(
         states = listed()
         now = time.monotonic()
         elapsed, last_look[0] = now - last_look[0], now
-        # A node is busy while one of the wave's pods holds it; not a deleted pod that is slow to go (a
-        # dead node never confirms it), or the pods queued behind it would wait for the wave's hard cap.
+        # A node is busy while one of the wave's pods holds it. A deleted pod holds its GPUs until its kubelet
+        # confirms (the scheduler counts them till then): for a while only, as a dead node never confirms.
         busy = {st.node for st in states.values() if st.node and not st.finished and not st.deleting} | holders
+        for ref in going:
+            going_since.setdefault(ref, now)
+        for ref in [ref for ref in going_since if ref not in going]:
+            longest_going[0] = max(longest_going[0], now - going_since.pop(ref))
+        emptying: dict[str, float] = {}  # node -> since when its latest deleted pod is going
+        for ref, node in going.items():
+            emptying[node] = max(emptying.get(node, 0.0), going_since[ref])
         fresh = [key for key, ref in pods.items() if key not in answered and _answered(states.get(ref, ABSENT))]
         if fresh:
             answered.update(fresh)
             last_answer[0] = now
+            longest_wait[0] = max(longest_wait[0], *(now - opened[key] for key in fresh))
         scheduling = now - last_answer[0] < SCHEDULER_QUIET_S
         done: set[tuple[str, Any]] = set()  # settled or given up
         expired = []
@@ -701,9 +720,11 @@ def _follow(
             if key in given_up or settled(key, st):
                 done.add(key)
                 continue
-            # Not the pod's own time: waiting for GPUs a pod of the wave holds, or in the queue of a working scheduler.
-            queued = (st.unschedulable is not None and groups[key[0]].pods[key[1]][0] in busy) or (
-                scheduling and st.phase == "Pending" and not _answered(st))
+            # Not the pod's own time: waiting for GPUs a pod of the wave holds (a deleted one: for as long as the
+            # waiting pod's timeout), or in the queue of a working scheduler.
+            node = groups[key[0]].pods[key[1]][0]
+            behind = node in busy or now - emptying.get(node, -math.inf) < groups[key[0]].timeout
+            queued = (st.unschedulable is not None and behind) or (scheduling and st.phase == "Pending" and not _answered(st))
             if not queued:
                 spent[key] += elapsed
             else:  # a held pod's creation, taken off its clock for the next look to charge, is not a credit
@@ -714,19 +735,20 @@ def _follow(
             give_up(expired, states)
             done.update(expired)
         if held:
-            opened = [key for key in held if waits[key] <= done]
-            plain = [groups[g].pods[k][1] for g, k in opened if not groups[g].pause_image]
+            let_go = [key for key in held if waits[key] <= done]
+            plain = [groups[g].pods[k][1] for g, k in let_go if not groups[g].pause_image]
             try:
                 concurrently(lambda m: create_object(api, m, exist_ok=True, answer=False), plain)
             except TRANSIENT:
                 pass  # the next look creates them (those made already answer 409: fine)
             else:
-                held.difference_update(opened)
+                held.difference_update(let_go)
                 # Their clocks start now: the next look charges every pod since this one began, and creating
                 # thousands of them (the whole-node pairs of a large cluster end together) takes a minute.
                 creating = time.monotonic() - now
-                for key in opened:
+                for key in let_go:
                     spent[key] -= creating
+                    opened[key] = now + creating
         fan.sync(done.__contains__, held.__contains__)
         if watch is not None:
             watch({key: states.get(ref, ABSENT) for key, ref in pods.items()})
@@ -775,7 +797,9 @@ def _follow(
                                          events=tuple(events[ns].get(name, [])),
                                          submitted=json.dumps(manifest, separators=(",", ":")))
     done = sum(o.settled for g in out.values() for o in g.values())
-    say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s")
+    say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s"
+        + (f"; the longest wait for the scheduler's first answer {longest_wait[0]:.0f}s" if answered else "")
+        + (f", for a deleted pod to go {longest_going[0]:.0f}s" if longest_going[0] else ""))
     return out
 
 

@@ -92,3 +92,18 @@ def test_no_stage_but_deletion_plays_fan_out_pods(tmp_path: Path) -> None:
             assert {"key": f'.metadata.labels["{kwokconfig.STRANDED_LABEL}"]', "operator": "In", "values": ["true"]} in exprs
         else:
             assert name in ready or name == "pod-delete", f"unexpected pod stage {name}: exclude fan-out pods there"
+
+
+def test_a_late_kubelet_confirms_deletions_after_its_delay(tmp_path: Path) -> None:
+    """deletion_delay_s: the node's pods are deleted by a twin of pod-delete that waits; pod-delete leaves them."""
+    nodes = [("late-1", scenario.NodeSpec(name="late-1", gpus=2, deletion_delay_s=16)), ("prompt-1", scenario.NodeSpec(name="prompt-1"))]
+    stages = {d["metadata"]["name"]: d["spec"] for d in kwokconfig.generate(nodes, tmp_path) if d["kind"] == "Stage"}
+    deleting = {"key": ".metadata.deletionTimestamp", "operator": "Exists"}
+    assert stages["pod-delete"]["selector"]["matchExpressions"] == [
+        deleting, {"key": ".spec.nodeName", "operator": "NotIn", "values": ["late-1"]}]
+    late = stages["pod-delete-after-16000ms"]
+    assert late["selector"]["matchExpressions"] == [deleting, {"key": ".spec.nodeName", "operator": "In", "values": ["late-1"]}]
+    assert late["delay"] == {"durationMilliseconds": 16000}
+    assert late["next"] == stages["pod-delete"]["next"]
+    prompt = kwokconfig.generate([nodes[1]], tmp_path / "prompt")
+    assert not [d for d in prompt if d["metadata"]["name"].startswith("pod-delete-after")]

@@ -229,6 +229,27 @@ def _stranded_stage(ready: dict[str, Any]) -> dict[str, Any]:
     return _pod_stage("pod-stranded", [_NOT_DELETING, pending, marked], _STRANDED_TEMPLATE)
 
 
+def _late_deletion_stages(delete: dict[str, Any], nodes: list[tuple[str, NodeSpec]]) -> list[dict[str, Any]]:
+    """pod-delete's twins for nodes whose kubelet confirms deletions late (deletion_delay_s), one per delay;
+    pod-delete itself is narrowed to the other nodes."""
+    late: dict[int, list[str]] = {}
+    for node, spec in nodes:
+        if spec.deletion_delay_s:
+            late.setdefault(round(spec.deletion_delay_s * 1000), []).append(node)
+    if not late:
+        return []
+    delete["spec"]["selector"]["matchExpressions"].append(
+        {"key": ".spec.nodeName", "operator": "NotIn", "values": sorted(n for members in late.values() for n in members)})
+    out = []
+    for delay_ms, members in sorted(late.items()):
+        stage = copy.deepcopy(delete)
+        stage["metadata"]["name"] = f"pod-delete-after-{delay_ms}ms"
+        stage["spec"]["selector"]["matchExpressions"][-1] = {"key": ".spec.nodeName", "operator": "In", "values": sorted(members)}
+        stage["spec"]["delay"] = {"durationMilliseconds": delay_ms}
+        out.append(stage)
+    return out
+
+
 def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list[str] | None = None,
              restart_keys: list[str] | None = None, jupyter_port: int | None = None) -> list[dict[str, Any]]:
     """All kwok config documents for these nodes; writes CRI log files under logs_dir."""
@@ -244,6 +265,7 @@ def generate(nodes: list[tuple[str, NodeSpec]], logs_dir: Path, crash_keys: list
         docs.append(_crash_stage(crash_keys))
     if restart_keys:
         docs.append(_restart_stage(restart_keys))
+    docs += _late_deletion_stages(next(d for d in docs if d["metadata"]["name"] == "pod-delete"), nodes)
     # Pods that are not suite workloads run to completion successfully.
     docs.append(
         _complete_stage(

@@ -113,6 +113,8 @@ class NodeSpec(_Strict):
     stranded_pods: int = Field(default=0, ge=0, le=50)
     # Device-plugin restarts and reboots (the simulator's node agent plays them).
     recovery: NodeRecovery = NodeRecovery()
+    # The kubelet confirms a pod's deletion this long after it was asked for (a swamped kubelet); 0: at once.
+    deletion_delay_s: float = Field(default=0, ge=0, le=600)
     labels: dict[str, str] = {}
     taints: list[Taint] = []
     cpu: str = "64"
