@@ -471,12 +471,12 @@ def run_groups(
     A pod's clock stops while the scheduler refuses it and another live pod of the wave is on its node
     (it queues behind the wave's own pods: a whole-node pod waits for the one-GPU pods there) or one
     deleted there has not gone yet (its kubelet has not confirmed; at most for the waiting pod's own
-    timeout since that deletion was first seen, as a dead kubelet never confirms), and while
+    timeout since the node's latest such deletion was first seen, as a dead kubelet never confirms), and while
     the scheduler has not answered it but keeps answering the wave's other pods (SCHEDULER_QUIET_S). A pod
     given up while it runs is deleted once its state and logs are kept, so it frees its GPUs for the
     pods queued behind it. The wait ends when every pod has settled or been given up, at the latest
     when the busiest node's pods would all have had their timeouts one after the other (a pod still
-    queued then is undecided: an error, never a verdict).
+    queued then, e.g. behind a deletion a dead kubelet never confirms, is undecided: an error, never a verdict).
 
     No recovery check may disrupt a node while these pods run there (node names only: a key like
     "(any selected GPU node)" names no single node).
@@ -622,7 +622,7 @@ def _follow(
         holders.clear()
         going.clear()
         for (ns, name), obs in pw.states().items():
-            if obs.state.node and obs.state.deleting:
+            if obs.state.node and obs.state.deleting and not obs.state.finished:  # an ended pod holds no GPUs
                 going[(ns, name)] = obs.state.node
             if obs.fanout is None:
                 states[(ns, name)] = obs.state
@@ -647,7 +647,7 @@ def _follow(
     last_look = [time.monotonic()]
     answered: set[tuple[str, Any]] = set()  # pods the scheduler has placed or refused
     last_answer = [last_look[0]]  # when the scheduler last answered a pod of the wave for the first time
-    opened = dict.fromkeys(pods, last_look[0])  # when each pod was created (a held pod: when it was let go)
+    opened = dict.fromkeys(pods, last_look[0])  # when each pod's clock started (a held pod's: when it was created)
     longest_wait = [0.0]  # the longest a pod waited for the scheduler's first answer (progress output)
     going_since: dict[tuple[str, str], float] = {}  # when each pod being deleted was first seen going
     longest_going = [0.0]  # the longest a deleted pod took to go (progress output)
@@ -797,6 +797,8 @@ def _follow(
                                          events=tuple(events[ns].get(name, [])),
                                          submitted=json.dumps(manifest, separators=(",", ":")))
     done = sum(o.settled for g in out.values() for o in g.values())
+    if going_since:  # deleted pods not gone yet: as long as they have been going
+        longest_going[0] = max(longest_going[0], time.monotonic() - min(going_since.values()))
     say(f"{what}: {done}/{len(pods)} pod(s) settled in {time.monotonic() - started:.1f}s"
         + (f"; the longest wait for the scheduler's first answer {longest_wait[0]:.0f}s" if answered else "")
         + (f", for a deleted pod to go {longest_going[0]:.0f}s" if longest_going[0] else ""))

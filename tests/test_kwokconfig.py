@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gpu_conformance.sim import kwokconfig, outputs, scenario
 from gpu_conformance.sim.scenario import KNOWN_WORKLOADS
@@ -107,3 +108,5 @@ def test_a_late_kubelet_confirms_deletions_after_its_delay(tmp_path: Path) -> No
     assert late["next"] == stages["pod-delete"]["next"]
     prompt = kwokconfig.generate([nodes[1]], tmp_path / "prompt")
     assert not [d for d in prompt if d["metadata"]["name"].startswith("pod-delete-after")]
+    base = next(d for d in yaml.safe_load_all(kwokconfig._STAGES.read_text()) if d["metadata"]["name"] == "pod-delete")
+    assert next(d for d in prompt if d["metadata"]["name"] == "pod-delete") == base, "without late nodes: as before"

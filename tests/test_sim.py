@@ -215,9 +215,10 @@ def test_a_wave_gives_up_a_hung_pod_and_its_gpus_go_to_the_pods_queued_behind(si
 
 
 def _behind_a_hung_pod(api: kr8s.Api, node: str, purpose: str, *, hung_s: float, hold_s: float,
-                       timeout: float) -> tuple[runner.PodOutcome, runner.PodOutcome, set[str]]:
+                       timeout: float) -> tuple[runner.PodOutcome, runner.PodOutcome, set[str], dt.datetime]:
     """A wave on `node`: a vector-add that never ends (given up at `hung_s`, then deleted) holds one of two GPUs,
-    a whole-node pod (`timeout`) queues behind it. Their outcomes, and the pods left when the wave ended."""
+    a whole-node pod (`timeout`) queues behind it. Their outcomes, the pods left when the wave ended, and when
+    the wave began."""
     namespace = runner.create_namespace(api, purpose, "projtest")
     try:
         groups = {
@@ -227,29 +228,32 @@ def _behind_a_hung_pod(api: kr8s.Api, node: str, purpose: str, *, hung_s: float,
                 "gpu-hold", namespace=namespace, node=node, run_id="projtest", gpus=2, extra={"hold_s": hold_s},
                 variant="a")[0])}, timeout=timeout, unschedulable_is_final=False),
         }
+        began = dt.datetime.now(dt.timezone.utc)
         out = runner.run_groups(api, groups, what=f"{purpose} test")
         left = {p.name for p in api.get("pods", namespace=namespace)}
     finally:
         runner.delete_namespace(api, namespace)
-    return out["hung"][node], out["whole"]["a"], left
+    return out["hung"][node], out["whole"]["a"], left, began
 
 
 def test_pods_queued_behind_a_deleted_pod_keep_their_clocks_until_it_is_gone(sim_api: kr8s.Api) -> None:
     """A deleted pod holds its GPUs until its kubelet confirms; a swamped one confirms late (at 1,000 nodes,
     pods queued behind the fan-out pods being deleted were given up: 353 errors). Here the hung vector-add is
-    given up at 4 s and deleted, and its kubelet confirms 16 s later (wave-gpu-6's deletion_delay_s): the
-    whole-node pod queued behind it, timeout 20 s, still runs. Its clock would have run from the deletion."""
-    delay_s, hold_s, timeout = 16, 5, 20.0
+    given up at 4 s and deleted, and its kubelet confirms 20 s later (wave-gpu-6's deletion_delay_s): the
+    whole-node pod queued behind it, timeout 24 s, still runs. Its clock would have run from the deletion."""
+    delay_s, hold_s, timeout = 20, 5, 24.0
     assert delay_s + hold_s > timeout, "the old clocks give the queued pod up"
-    hung, whole, _ = _behind_a_hung_pod(sim_api, "wave-gpu-6", "wave-going", hung_s=4, hold_s=hold_s, timeout=timeout)
+    hung, whole, _, began = _behind_a_hung_pod(sim_api, "wave-gpu-6", "wave-going", hung_s=4, hold_s=hold_s, timeout=timeout)
     assert not hung.settled, hung.describe()
     assert whole.settled and whole.succeeded, whole.describe()
+    waited = dt.datetime.fromisoformat(str(whole.state.started_at)) - began
+    assert waited.total_seconds() >= 4 + delay_s - 1, "it ran once the late kubelet had confirmed the deletion"
 
 
 def test_a_pod_queued_behind_a_deletion_never_confirmed_is_given_up(sim_api: kr8s.Api) -> None:
     """A dead kubelet never confirms a deletion (wave-gpu-7's comes after 600 s): the pod queued behind it waits
     for it one timeout at most, then its clock runs, and it is given up (and deleted) before the wave's limit."""
-    _, whole, left = _behind_a_hung_pod(sim_api, "wave-gpu-7", "wave-stuck", hung_s=3, hold_s=1, timeout=6)
+    _, whole, left, _ = _behind_a_hung_pod(sim_api, "wave-gpu-7", "wave-stuck", hung_s=3, hold_s=1, timeout=6)
     assert not whole.settled and whole.state.unschedulable, whole.describe()
     assert whole.pod not in left, "given up at its timeout (and deleted: never placed, it goes at once), not left at the wave's limit"
 
